@@ -1,0 +1,90 @@
+// Transport benchmark (issue "Foundation and the encrypted transport"): our encrypted stream and its
+// baselines, two processes on 127.0.0.1, median of N runs, all in one run so ratios are meaningful.
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { BenchChild } from './lib/child.js';
+import { fmt, median, printTable, writeResults, type BenchResult } from './lib/results.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const MiB = 1 << 20;
+
+export interface TransportBenchOptions {
+  bytes: number;
+  runs: number;
+  only?: string[] | undefined;
+}
+
+/** Time one bulk transfer between a sender and a receiver peer process of the same kind. */
+export async function measureStream(peer: string, bytes: number, args: string[] = []): Promise<number> {
+  const recv = new BenchChild(join(here, 'peers', `${peer}.js`), ['recv', ...args]);
+  const send = new BenchChild(join(here, 'peers', `${peer}.js`), ['send', ...args]);
+  try {
+    const r = await recv.request({ type: 'setup' }, 'ready');
+    const s = await send.request({ type: 'setup' }, 'ready');
+    await Promise.all([recv.request({ ...s, type: 'connect' }, 'connected'), send.request({ ...r, type: 'connect' }, 'connected')]);
+    await recv.request({ type: 'expect', bytes }, 'expecting');
+    const done = recv.next('done', 600_000);
+    const start = process.hrtime.bigint();
+    send.send({ type: 'run', bytes });
+    const result = await done;
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    if ((result.bytes as number) < bytes) throw new Error(`${peer}: received ${String(result.bytes)} of ${bytes} bytes`);
+    return bytes / MiB / seconds;
+  } finally {
+    await Promise.all([recv.close(), send.close()]);
+  }
+}
+
+/** One-way AEAD seal + send loop, no reliability: the ceiling for 1200-byte datagrams. */
+export async function measureRawCeiling(bytes: number, udpSize = 1200): Promise<number> {
+  const recv = new BenchChild(join(here, 'peers', 'raw-udp.js'), ['recv']);
+  const send = new BenchChild(join(here, 'peers', 'raw-udp.js'), ['send']);
+  try {
+    const r = await recv.request({ type: 'setup' }, 'ready');
+    await send.request({ type: 'setup' }, 'ready');
+    const res = await send.request({ type: 'run', port: r.port, bytes, udpSize }, 'sent', 600_000);
+    return (res.appBytes as number) / MiB / ((res.elapsedMs as number) / 1000);
+  } finally {
+    await Promise.all([recv.close(), send.close()]);
+  }
+}
+
+async function runs(n: number, f: () => Promise<number>): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) out.push(await f());
+  return out;
+}
+
+export async function transportBench(o: TransportBenchOptions): Promise<BenchResult[]> {
+  const want = (id: string): boolean => !o.only || o.only.some((p) => id.includes(p));
+  const results: BenchResult[] = [];
+  const add = (id: string, values: number[], note?: string): void => {
+    results.push({ id, value: median(values), unit: 'MB/s', runs: values, ...(note ? { note } : {}) });
+  };
+  if (want('baseline.tcp')) add('baseline.tcp', await runs(o.runs, () => measureStream('tcp', o.bytes)));
+  if (want('baseline.udx_secretstream')) add('baseline.udx_secretstream', await runs(o.runs, () => measureStream('udx', o.bytes)));
+  if (want('transport.raw_ceiling_1200')) add('transport.raw_ceiling_1200', await runs(o.runs, () => measureRawCeiling(o.bytes)));
+  return results;
+}
+
+export function ratioRows(results: BenchResult[]): Array<[string, string, string]> {
+  const v = (id: string): number | undefined => results.find((r) => r.id === id)?.value;
+  const rows: Array<[string, string, string]> = results.map((r) => [r.id, fmt(r.value), r.unit]);
+  const ratio = (name: string, a: string, b: string, goal: string): void => {
+    const x = v(a);
+    const y = v(b);
+    if (x !== undefined && y !== undefined) rows.push([name, fmt(x / y, 2), `x (goal ${goal})`]);
+  };
+  ratio('stream / udx+secretstream', 'transport.stream', 'baseline.udx_secretstream', '>= 1.5');
+  ratio('stream_1200 / raw_ceiling_1200', 'transport.stream_1200', 'transport.raw_ceiling_1200', '>= 0.7');
+  ratio('loss1_rtt20 / loss0_rtt20', 'transport.loss1_rtt20', 'transport.loss0_rtt20', '>= 0.5');
+  ratio('stream / tcp', 'transport.stream', 'baseline.tcp', 'info');
+  return rows;
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const mb = Number(process.env.BENCH_MB ?? 256);
+  const results = await transportBench({ bytes: mb * MiB, runs: Number(process.env.BENCH_RUNS ?? 3), only: process.argv.length > 2 ? process.argv.slice(2) : undefined });
+  printTable(`transport (${mb} MiB, median of runs)`, ratioRows(results));
+  console.log(`\nwrote ${await writeResults(results)}`);
+}
