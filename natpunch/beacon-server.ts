@@ -51,7 +51,7 @@ export interface BeaconLimits {
   maxReplayEntries: number;
   /** Concurrent asynchronous key / endpoint / disclosure look-ups. */
   maxPendingChecks: number;
-  /** Signature verifications (and registry look-ups) per source IP per second; burst is 2×. */
+  /** Signature verifications (and registry look-ups) per source IPv4 address or IPv6 /64 per second; burst is 2×. */
   verifyPerSourcePerSec: number;
   /** Punch requests per requester node per second; burst is 2×. */
   punchPerNodePerSec: number;
@@ -231,41 +231,51 @@ export class BeaconServer {
     if (this.state !== 'new') throw new BeaconError('bad_state', `cannot listen: beacon is ${this.state}`);
     this.state = 'listening';
     const { host, port } = this.opts.listen;
-    const family = isIP(host) || (await resolveHost(host, 0).then((r) => r.family));
-    const socket = createSocket({
-      type: family === 6 ? 'udp6' : 'udp4',
-      recvBufferSize: this.limits.socketBufferBytes,
-      sendBufferSize: this.limits.socketBufferBytes,
-      // Synchronous lookup for IP literals: dgram otherwise defers every send by a tick through dns.lookup.
-      lookup: fastLookup,
-    });
-    this.socket = socket;
-    socket.on('message', this.onMessage);
-    socket.on('error', (err) => {
-      this.counters.socket_errors++;
-      this.warnOnce('socket_error', { err: err.message }, 'beacon socket error');
-    });
+    let socket: Socket | null = null;
     try {
+      const family = isIP(host) || (await resolveHost(host, 0)).family;
+      socket = createSocket({
+        type: family === 6 ? 'udp6' : 'udp4',
+        recvBufferSize: this.limits.socketBufferBytes,
+        sendBufferSize: this.limits.socketBufferBytes,
+        // Synchronous lookup for IP literals: dgram otherwise defers every send by a tick through dns.lookup.
+        lookup: fastLookup,
+      });
+      const s = socket;
       await new Promise<void>((resolve, reject) => {
-        socket.once('error', reject);
-        socket.bind({ address: host, port, exclusive: true }, () => {
-          socket.off('error', reject);
+        s.once('error', reject);
+        s.bind({ address: host, port, exclusive: true }, () => {
+          s.off('error', reject);
           resolve();
         });
       });
+      s.on('error', (err) => {
+        this.counters.socket_errors++;
+        this.warnOnce('socket_error', { err: err.message }, 'beacon socket error');
+      });
+      if (this.state !== 'listening') throw new BeaconError('bad_state', 'beacon closed while starting');
+      this.socket = s;
+      s.on('message', this.onMessage);
+      await this.setPeers(this.opts.peers ?? []);
+      if (this.state !== 'listening') throw new BeaconError('bad_state', 'beacon closed while starting');
     } catch (err) {
       this.state = 'closed';
       this.socket = null;
-      try {
-        socket.close();
-      } catch {
-        /* already closed */
+      if (socket) {
+        const s = socket;
+        await new Promise<void>((resolve) => {
+          try {
+            s.close(() => resolve());
+          } catch {
+            resolve(); // never bound or already closed
+          }
+        });
       }
+      if (err instanceof BeaconError) throw err;
       throw new BeaconError('listen_failed', `beacon cannot listen on ${host}:${port}: ${(err as Error).message}`, { cause: err });
     }
-    const addr = socket.address();
+    const addr = this.socket.address();
     this.boundAddress = { address: addr.address, port: addr.port };
-    await this.setPeers(this.opts.peers ?? []);
     this.timers.push(setInterval(() => this.syncNow(), this.limits.gossipIntervalMs).unref());
     this.timers.push(setInterval(() => this.sweep(), this.limits.sweepIntervalMs).unref());
     this.log.info({ address: addr.address, port: addr.port, beaconId: this.beaconId, legacy: this.legacy, peers: this.peers.size }, 'beacon listening');
@@ -378,6 +388,7 @@ export class BeaconServer {
   // ------------------------------------------------------------------ datagram dispatch
 
   private readonly onMessage = (msg: Buffer, rinfo: RemoteInfo): void => {
+    if (this.socket === null) return; // closing
     this.counters.datagrams_received++;
     try {
       switch (msg.length === 0 ? -1 : msg[0]) {
@@ -501,7 +512,7 @@ export class BeaconServer {
       return;
     }
     // Cheap checks first; signature work and registry look-ups are rate-limited per source IP.
-    if (!this.verifyLimiter.take(unmapIPv4(rinfo.address), now)) {
+    if (!this.verifyLimiter.take(sourceKey(rinfo.address), now)) {
       c.discover_rate_limited++;
       return;
     }
@@ -544,7 +555,7 @@ export class BeaconServer {
       c.unsigned_discover_ignored++;
       return;
     }
-    if (!this.verifyLimiter.take(unmapIPv4(rinfo.address), now)) {
+    if (!this.verifyLimiter.take(sourceKey(rinfo.address), now)) {
       c.discover_rate_limited++;
       return;
     }
@@ -749,6 +760,14 @@ export class BeaconServer {
     this.loggedOnce.add(key);
     this.log.warn(obj, msg);
   }
+}
+
+/** Rate-limit key for a source: the IPv4 address, or the /64 of an IPv6 one (one host usually owns a /64). */
+function sourceKey(address: string): string {
+  const a = unmapIPv4(address);
+  if (!a.includes(':')) return a;
+  const b = ipToBytes(a);
+  return b === null ? a : b.subarray(0, 8).toString('hex');
 }
 
 function peerKey(rinfo: RemoteInfo): string {

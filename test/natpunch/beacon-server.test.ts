@@ -428,4 +428,19 @@ t.test('lifecycle: listen errors are typed, close frees the port, close is idemp
   t.ok(s.recvBufferBytes >= 4 * 1024 * 1024 || s.recvBufferBytes > 0, `receive buffer ${s.recvBufferBytes}`);
   await c.close();
   t.throws(() => new BeaconServer({ listen: { host: '127.0.0.1', port: 0 }, publicKeyOf: keys.publicKeyOf, beaconId: 2 ** 32 }), { code: 'bad_options' });
+
+  const badHost = new BeaconServer({ listen: { host: 'no-such-host.invalid', port: 0 }, publicKeyOf: keys.publicKeyOf });
+  await t.rejects(badHost.listen(), { code: 'listen_failed' });
+  const badPeer = new BeaconServer({ listen: { host: '127.0.0.1', port }, publicKeyOf: keys.publicKeyOf, peers: [{ host: '127.0.0.1', port: 0 }] });
+  await t.rejects(badPeer.listen(), { code: 'bad_options' });
+  const again = new BeaconServer({ listen: { host: '127.0.0.1', port }, publicKeyOf: keys.publicKeyOf });
+  t.equal((await again.listen()).port, port, 'a failed start frees its socket');
+  await again.close();
+  const racing = new BeaconServer({ listen: { host: '127.0.0.1', port }, publicKeyOf: keys.publicKeyOf });
+  const starting = racing.listen();
+  await racing.close();
+  await t.rejects(starting, { code: 'bad_state' }, 'close during listen wins');
+  const last = new BeaconServer({ listen: { host: '127.0.0.1', port }, publicKeyOf: keys.publicKeyOf });
+  t.equal((await last.listen()).port, port, 'and frees the port');
+  await last.close();
 });

@@ -293,6 +293,13 @@ t.test('stunDiscover: bounded retries, then a typed timeout; error responses and
   await t.rejects(stunDiscover(c, 'no-such-host.invalid:3478', { rtoMs: 50 }), { code: 'resolve_failed' });
   await t.rejects(stunDiscover(c, { host: '127.0.0.1', port: 0 }), { code: 'bad_server' });
   t.equal(c.listenerCount('message'), 0, 'no listener leaks after failures');
+
+  const closing = createSocket('udp4');
+  await new Promise<void>((r) => closing.bind(0, '127.0.0.1', r));
+  const pending = stunDiscover(closing, { host: '127.0.0.1', port: silent.port }, { rtoMs: 50 });
+  setTimeout(() => closing.close(), 20);
+  await t.rejects(pending, { code: 'closed' }, 'socket closed mid-transaction');
+  await t.rejects(stunDiscover(closing, { host: '127.0.0.1', port: silent.port }), { code: 'closed' }, 'already closed socket');
 });
 
 t.test('stunDiscover over a custom transport (a shared socket demux)', async (t) => {
