@@ -80,6 +80,8 @@ export class SimNetwork {
   private readonly random: () => number;
   defaultLink: LinkConfig;
   taps: Tap[] = [];
+  /** Scripted peers that are not TransportHosts (e.g. a v1 peer emulator): node → packet handler. */
+  readonly raw = new Map<number, (packet: Buffer, from: number) => void>();
 
   constructor(opts: { seed?: number; clock?: VirtualClock; link?: Partial<LinkConfig> } = {}) {
     this.clock = opts.clock ?? new VirtualClock();
@@ -98,6 +100,16 @@ export class SimNetwork {
     });
     this.hosts.set(node, host);
     return host;
+  }
+
+  /** Register a scripted peer; send from it with `inject`. */
+  addRaw(node: number, handler: (packet: Buffer, from: number) => void): void {
+    this.raw.set(node, handler);
+  }
+
+  /** Send a packet from any node (e.g. a scripted peer) through the link model. */
+  inject(from: number, to: number, packet: Buffer): void {
+    this.send(from, to, packet);
   }
 
   /** Configure the path a→b (and b→a unless `symmetric` is false). */
@@ -162,9 +174,9 @@ export class SimNetwork {
   private deliverAt(from: number, to: number, pkt: Buffer, delay: number, d: Direction): void {
     this.clock.setTimer(() => {
       const h = this.hosts.get(to);
-      if (!h) return;
       d.stats.delivered++;
-      h.input(pkt, from);
+      if (h) h.input(pkt, from);
+      else this.raw.get(to)?.(pkt, from);
     }, delay);
   }
 }

@@ -1084,7 +1084,21 @@ export class Connection extends Duplex implements Timed, FlushTarget {
       this.fail(new StreamError('idle_timeout', `nothing heard from ${this.remote.toString()}:${this.remotePort} for ${Math.round(idle / 1000)} s`), false);
       return;
     }
-    if (idle >= this.cfg.keepaliveMs) this.sendAck(now);
+    if (idle >= this.cfg.keepaliveMs) this.sendKeepalive();
+  }
+
+  /**
+   * Keepalive probe: one already-acknowledged byte (seq = next − 1). Any receiver treats it as a duplicate,
+   * and ours answers a duplicate with an immediate ACK, so both ends hear each other even when only one
+   * side's sweep finds the connection idle (a bare empty ACK, as v1 sends, elicits nothing).
+   */
+  private sendKeepalive(): void {
+    const next = this.finSent ? this.finSeq + 1 : this.sndNxt;
+    const wnd = this.advWindowUnits();
+    const pkt = this.tpl.alloc(Flags.ACK, 1, toWire(next - 1), toWire(this.rcvNxt), wnd);
+    pkt[HEADER_LEN] = 0;
+    this.host.sendPacket(this.peerNode, seal(pkt));
+    this.lastAdvWnd = wnd;
   }
 
   private clearSendTimers(): void {
@@ -1139,7 +1153,23 @@ export class Connection extends Duplex implements Timed, FlushTarget {
       this.finSent = true;
       this.sendFinPacket();
     }
-    this.fail(new StreamError('host_closed', 'host closed'), false);
+    // Quiet close: the application sees EOF/'close', not an 'error' it may not be listening for.
+    const dialReject = this.dialReject;
+    this.dialResolve = this.dialReject = null;
+    this.dialing = false;
+    this.closeNow();
+    if (dialReject) dialReject(new StreamError('host_closed', 'host closed'));
+    if (!this.eofDelivered && !this.destroyed) {
+      this.eofDelivered = true;
+      this.push(null);
+    }
+    const finalCb = this.finalCb;
+    this.finalCb = null;
+    const pendingCb = this.pendingCb;
+    this.pendingCb = null;
+    if (!this.destroyed) this.destroy();
+    finalCb?.(new StreamError('host_closed', 'host closed'));
+    pendingCb?.(new StreamError('host_closed', 'host closed'));
   }
 
   private closeNow(): void {
@@ -1240,8 +1270,15 @@ export class Connection extends Duplex implements Timed, FlushTarget {
         this.sendRst();
         this.closeNow();
         rej?.(new StreamError('dial_aborted', 'connection destroyed while dialing'));
-      } else if (!(this.finAcked && this.peerFinSeen)) {
-        // Abortive close (destroy() before both directions finished): RST, like a TCP abort.
+      } else if (this.finAcked && this.peerFinSeen) {
+        // Both directions already finished: TIME_WAIT carries on without the Duplex.
+      } else if (this.established && this.eofDelivered && !this.pendingChunk && this.sndUna >= this.sendBuf.end) {
+        // Nothing unread and nothing unacknowledged (e.g. a `for await` loop that ran to the end): close
+        // gracefully with a FIN, as a kernel does on close() — a RST here would lose nothing but alarm the peer.
+        this.finQueued = true;
+        this.host.markDirty(this);
+      } else {
+        // Abortive close (destroy() with data in flight or unread): RST, like a TCP abort.
         if (this.established) this.sendRst();
         this.closeNow();
       }

@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events';
 import type { Connection } from './connection.js';
-import { StreamError } from './errors.js';
 
 /**
  * A bound stream port. New connections are emitted as 'connection' when someone listens for that
@@ -79,7 +78,8 @@ export class Listener extends EventEmitter implements AsyncIterable<Connection> 
     if (this._closed) return;
     this._closed = true;
     this.onClose(this);
-    for (const c of this.queue.splice(0)) c.destroy(new StreamError('listener_closed', 'listener closed before the connection was accepted'));
+    // The application never saw these: reset them without an 'error' nobody listens for.
+    for (const c of this.queue.splice(0)) c.destroy();
     for (const w of this.waiters.splice(0)) w.resolve({ value: undefined as never, done: true });
     this.emit('close');
   }
