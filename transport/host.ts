@@ -12,6 +12,7 @@ import { Listener } from './stream/listener.js';
 import { PathMtu, type PmtuHost } from './stream/pmtu.js';
 import { PerSourceLimiter, TokenBucket } from './stream/rate-limit.js';
 import { Scheduler, type Timed } from './stream/scheduler.js';
+import { BlockPool } from './stream/send-buffer.js';
 import type { ConnectionHost, ConnectionInfo, FlushTarget } from './stream/types.js';
 
 export type { ConnectionInfo } from './stream/types.js';
@@ -45,6 +46,12 @@ export interface HostOptions {
   log?: Logger;
   /** Randomness in [0,1) (default Math.random); inject for deterministic tests. */
   random?: () => number;
+  /**
+   * Set true if `output` is done with the packet buffer when it returns (e.g. it encrypts synchronously
+   * into its own frame and copies anything it queues). Stream segments are then built in one reused
+   * buffer instead of a fresh allocation each (saves allocation, GC and page faults per segment).
+   */
+  outputIsSynchronous?: boolean;
 }
 
 export interface ConnectOptions {
@@ -129,6 +136,7 @@ function newStats(): HostStats {
 }
 
 const ZEROS = Buffer.alloc(MAX_PAYLOAD);
+const NO_CRC = Object.freeze({ verifyChecksum: false });
 
 /** A ping waiting for its pong. */
 class PendingPing implements Timed {
@@ -169,6 +177,8 @@ export class TransportHost extends EventEmitter implements ConnectionHost, PmtuH
   readonly clock: Clock;
   readonly sched: Scheduler;
   readonly log: Logger | undefined;
+  readonly blockPool = new BlockPool(256);
+  readonly scratch: Buffer | null;
   private readonly output: (peerNode: number, packet: Buffer) => void;
   private readonly admitFn: ((p: Packet) => boolean | string) | undefined;
   private readonly overheadFn: (peerNode: number) => number;
@@ -184,6 +194,7 @@ export class TransportHost extends EventEmitter implements ConnectionHost, PmtuH
   private readonly paths = new Map<number, PathMtu>();
   private readonly pings = new Map<number, PendingPing | PathMtu>();
   private nextPingId = 1;
+  private pendingPings = 0;
   private nextConnId = 1;
   private nextEphemeral = 49152;
   private dirtyList: FlushTarget[] = [];
@@ -213,6 +224,7 @@ export class TransportHost extends EventEmitter implements ConnectionHost, PmtuH
     this.relayFallbackFn = opts.relayFallback;
     this.admitPings = opts.admitPings ?? false;
     this.rand = opts.random ?? Math.random;
+    this.scratch = opts.outputIsSynchronous ? Buffer.allocUnsafeSlow(HEADER_LEN + MAX_PAYLOAD) : null;
     const now = this.clock.now();
     this.synGlobal = new TokenBucket(this.cfg.synRateGlobal, this.cfg.synRateGlobal, now);
     this.synPerSource = new PerSourceLimiter(this.cfg.synRatePerSource, this.cfg.synRateSourcesMax);
@@ -224,17 +236,19 @@ export class TransportHost extends EventEmitter implements ConnectionHost, PmtuH
   // ======================================================================================
 
   /**
-   * An authenticated inner packet from the tunnel. The host keeps views into `packet` (received data is
-   * not copied), so the caller must not reuse the buffer. Bad bytes are counted and dropped; never throws.
+   * An inner packet from the tunnel. The host keeps views into `packet` (received data is not copied), so
+   * the caller must not reuse the buffer. Bad bytes are counted and dropped; never throws.
+   * `authenticated`: the packet came out of an AEAD-authenticated frame (PILS), so its CRC-32 is not
+   * re-verified (integrity is already guaranteed; saves ~19 µs per 64 KiB). Plaintext (PILT) → false.
    */
-  input(packet: Buffer, fromPeer: number): void {
+  input(packet: Buffer, fromPeer: number, authenticated = false): void {
     if (this.closed) return;
     const c = this.counters;
     c.packetsIn++;
     c.bytesIn += packet.length;
     let p: Packet;
     try {
-      p = decodePacket(packet);
+      p = decodePacket(packet, authenticated ? NO_CRC : undefined);
     } catch (e) {
       const code = e instanceof PacketError ? e.code : 'undecodable';
       c.malformed[code] = (c.malformed[code] ?? 0) + 1;
@@ -519,13 +533,27 @@ export class TransportHost extends EventEmitter implements ConnectionHost, PmtuH
     if (!Number.isInteger(size) || size < 0 || size > MAX_PAYLOAD) {
       return Promise.reject(new StreamError('invalid_argument', `ping size must be 0..${MAX_PAYLOAD}`));
     }
+    if (this.pendingPings >= this.cfg.maxPendingPings) {
+      return Promise.reject(new StreamError('too_many_pings', `${this.pendingPings} pings pending`));
+    }
     return new Promise<number>((resolve, reject) => {
       const id = this.allocPingId();
       const now = this.clock.now();
-      const pp = new PendingPing(id, peerNode, now, resolve, reject, (x) => {
-        this.pings.delete(x.id);
-        x.reject(new StreamError('ping_timeout', `no pong from node ${peerNode}`));
-      });
+      const done = (): void => {
+        this.pendingPings--;
+      };
+      const pp = new PendingPing(
+        id,
+        peerNode,
+        now,
+        (rtt) => (done(), resolve(rtt)),
+        (e) => (done(), reject(e)),
+        (x) => {
+          this.pings.delete(x.id);
+          x.reject(new StreamError('ping_timeout', `no pong from node ${peerNode}`));
+        },
+      );
+      this.pendingPings++;
       this.pings.set(id, pp);
       this.sched.schedule(pp, now + this.cfg.pingTimeoutMs);
       this.sendPing(peerNode, id, size);

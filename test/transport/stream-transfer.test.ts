@@ -50,6 +50,30 @@ for (const loss of [0, 0.01, 0.05]) {
   });
 }
 
+t.test('32-bit sequence wrap mid-transfer (both directions, loss, SACK across the wrap)', async (t) => {
+  const { net, a, b, clock } = pair({
+    seed: 21,
+    link: { delayMs: 5, loss: 0.03, reorder: 0.02, reorderDelayMs: 8, bandwidth: 5000, mtu: 1500 },
+    config: { initialSequence: 2 ** 32 - 400_000 },
+  });
+  t.teardown(() => net.closeAll());
+  const l = b.listen(1000);
+  const box = nextConnection(l);
+  const ca = await dial(net, a, 2, 1000);
+  await clock.run(() => !!box.conn);
+  const cb = box.conn!;
+  const up = bytes(1_000_000, 31);
+  const down = bytes(800_000, 32);
+  const atB = new Sink(cb);
+  const atA = new Sink(ca);
+  writeAll(ca, up);
+  writeAll(cb, down);
+  await clock.run(() => atA.ended && atB.ended, 300_000);
+  t.equal(atB.digest(), sha256(up), 'A→B intact across the wrap');
+  t.equal(atA.digest(), sha256(down), 'B→A intact across the wrap');
+  t.ok(ca.info().retransmits > 0 && cb.info().sack_sent > 0, 'loss recovery with SACK happened');
+});
+
 t.test('a reader that stops reading: zero window, probes, then resume without loss', async (t) => {
   const { net, a, b, clock } = pair({ seed: 5, link: { delayMs: 10, loss: 0.01, bandwidth: 4000, mtu: 1500 }, config: { recvBuffer: 256 * 1024, sendBuffer: 256 * 1024 } });
   t.teardown(() => net.closeAll());

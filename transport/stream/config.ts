@@ -96,6 +96,11 @@ export interface StreamConfig {
 
   // --- control ---
   pingTimeoutMs: number;
+  /** Pending pings per host (bounded; beyond it ping() rejects with too_many_pings). */
+  maxPendingPings: number;
+
+  /** Initial sequence number. v1 always uses 0 and v1 peers require it; other values exist to test 32-bit wrap. */
+  initialSequence: number;
 }
 
 export const DEFAULT_STREAM_CONFIG: Readonly<StreamConfig> = Object.freeze({
@@ -154,6 +159,9 @@ export const DEFAULT_STREAM_CONFIG: Readonly<StreamConfig> = Object.freeze({
   pmtuBlackHoleReprobeMs: 30_000,
 
   pingTimeoutMs: 5000,
+  maxPendingPings: 4096,
+
+  initialSequence: 0,
 });
 
 /** Merge overrides onto the defaults and reject values that would break the engine. */

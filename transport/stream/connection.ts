@@ -75,10 +75,11 @@ export class Connection extends Duplex implements Timed, FlushTarget {
   private dialReject: ((e: Error) => void) | null = null;
   private noDelay: boolean;
 
-  // --- send state (absolute sequence numbers; SYN is seq 0, data starts at 1) ---
+  // --- send state (absolute sequence numbers; SYN is seq isn (0 in v1), data starts at isn + 1) ---
+  private readonly isn: number;
   private sndUna = 0;
   private sndNxt = 0;
-  private readonly sendBuf = new SendBuffer(1);
+  private readonly sendBuf: SendBuffer;
   private readonly sb = new Scoreboard();
   private peerWnd = 0;
   private wl1 = -1;
@@ -203,7 +204,10 @@ export class Connection extends Duplex implements Timed, FlushTarget {
     this.localPort = o.localPort;
     this.initiator = o.initiator;
     this.noDelay = o.noDelay ?? !cfg.nagle;
-    this.tpl = new HeaderTemplate(Protocol.STREAM, o.remote.network, host.localNode, o.remote.network, o.remote.node, o.localPort, o.remotePort);
+    this.tpl = new HeaderTemplate(Protocol.STREAM, o.remote.network, host.localNode, o.remote.network, o.remote.node, o.localPort, o.remotePort, host.scratch);
+    this.isn = cfg.initialSequence >>> 0;
+    this.sndUna = this.sndNxt = this.isn;
+    this.sendBuf = new SendBuffer(this.isn + 1, host.blockPool);
     this.reasm = new Reassembly(cfg.oooMaxSegments);
     this.rtt = new RttEstimator(cfg.rtoInitialMs, cfg.rtoMinMs, cfg.rtoMaxMs, cfg.rtoGranularityMs);
     const ccParams = { mss: host.mssFor(o.peerNode), initialCwnd: cfg.initialCwnd, maxCwnd: cfg.maxCwnd, random: () => host.random() };
@@ -260,7 +264,7 @@ export class Connection extends Duplex implements Timed, FlushTarget {
       tail_loss_probes: this.tlpCount,
       rto_timeouts: this.rtoCount,
       dup_segs_recv: this.dupSegsRecv,
-      send_queue: this.sendBuf.end - this.sndUna - (this.sndUna === 0 ? 1 : 0),
+      send_queue: Math.max(0, this.sendBuf.end - Math.max(this.sndUna, this.sendBuf.start)),
       recv_queue: this.readableLength,
     };
   }
@@ -270,9 +274,8 @@ export class Connection extends Duplex implements Timed, FlushTarget {
     if (this.timeWait) return 'TIME_WAIT';
     if (this.dialing) return 'SYN_SENT';
     if (!this.established) return 'SYN_RECV';
-    if (this.finSent && !this.peerFinSeen) return 'FIN_WAIT';
-    if (this.peerFinSeen && !this.finSent) return 'CLOSE_WAIT';
-    if (this.peerFinSeen && this.finSent) return 'CLOSING';
+    if (this.finSent) return 'FIN_WAIT';
+    if (this.peerFinSeen) return 'CLOSE_WAIT';
     return 'ESTABLISHED';
   }
 
@@ -301,8 +304,8 @@ export class Connection extends Duplex implements Timed, FlushTarget {
   /** @internal Passive open: answer the SYN with SYN-ACK and consider ourselves established (v1). */
   acceptSyn(p: Packet): void {
     const now = this.host.clock.now();
-    this.rcvNxt = unwrapSeq(p.seq, 0) + 1;
-    this.sndUna = this.sndNxt = 1;
+    this.rcvNxt = p.seq + 1;
+    this.sndUna = this.sndNxt = this.isn + 1;
     this.peerWnd = p.window * WINDOW_UNIT;
     this.wl1 = this.rcvNxt - 1;
     this.wl2 = 1;
@@ -369,13 +372,13 @@ export class Connection extends Duplex implements Timed, FlushTarget {
   private onPacketSynSent(p: Packet, now: number): boolean {
     const f = p.flags;
     if (!(f & Flags.ACK)) return false;
-    const ack = unwrapSeq(p.ack, 0);
-    if (ack < 1) return false;
+    const ack = unwrapSeq(p.ack, this.isn);
+    if (ack < this.isn + 1) return false;
     this.dialing = false;
     this.established = true;
     this.synAt = Infinity;
     this.dialDeadline = Infinity;
-    this.sndUna = this.sndNxt = 1;
+    this.sndUna = this.sndNxt = this.isn + 1;
     this.peerWnd = p.window * WINDOW_UNIT;
     if (!this.synRetransmitted) {
       const r = now - this.synTxTime;
@@ -383,13 +386,13 @@ export class Connection extends Duplex implements Timed, FlushTarget {
       this.cc.onInitialRtt(r);
     }
     if (f & Flags.SYN) {
-      this.rcvNxt = unwrapSeq(p.seq, 0) + 1;
+      this.rcvNxt = p.seq + 1;
       this.wl1 = this.rcvNxt - 1;
       this.wl2 = ack;
       this.sendAck(now);
     } else {
-      // Data (or an ACK) before the SYN-ACK: the SYN-ACK was lost or reordered; ISN is 0, data starts at 1.
-      this.rcvNxt = 1;
+      // Data (or an ACK) before the SYN-ACK: the SYN-ACK was lost or reordered; ISN is 0 (v1), data starts at 1.
+      this.rcvNxt = this.isn + 1;
     }
     const resolve = this.dialResolve;
     this.dialResolve = this.dialReject = null;
@@ -812,14 +815,14 @@ export class Connection extends Duplex implements Timed, FlushTarget {
 
   private sendSyn(now: number): void {
     this.synTxTime = now;
-    const pkt = this.tpl.alloc(Flags.SYN, 0, 0, 0, this.advWindowUnits());
+    const pkt = this.tpl.alloc(Flags.SYN, 0, toWire(this.isn), 0, this.advWindowUnits());
     this.host.sendPacket(this.peerNode, seal(pkt));
     this.segsSent++;
   }
 
   private sendSynAck(): void {
     const wnd = this.advWindowUnits();
-    const pkt = this.tpl.alloc(Flags.SYN | Flags.ACK, 0, 0, toWire(this.rcvNxt), wnd);
+    const pkt = this.tpl.alloc(Flags.SYN | Flags.ACK, 0, toWire(this.isn), toWire(this.rcvNxt), wnd);
     this.host.sendPacket(this.peerNode, seal(pkt));
     this.segsSent++;
     this.lastAdvWnd = wnd;
@@ -1181,6 +1184,7 @@ export class Connection extends Duplex implements Timed, FlushTarget {
     this.host.sched.remove(this);
     this.sb.clear();
     this.reasm.clear();
+    this.sendBuf.release();
     this.host.connectionClosed(this);
   }
 

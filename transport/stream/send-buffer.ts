@@ -3,7 +3,27 @@
  * segments are cut at transmit time, so a retransmission can be re-sliced when the segment size changes
  * (PMTU probing / black-hole fallback). Sequence numbers here are absolute (see seq.ts).
  */
-const BLOCK_SIZE = 64 * 1024;
+export const BLOCK_SIZE = 64 * 1024;
+
+/**
+ * Recycles send-buffer blocks (one per host, bounded). Fresh 64 KiB buffers cost page faults on first
+ * touch and GC pressure; a warm block makes the copy-in a plain memcpy.
+ */
+export class BlockPool {
+  private readonly free: Buffer[] = [];
+  constructor(private readonly max: number) {}
+  get(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(BLOCK_SIZE);
+  }
+  put(b: Buffer): void {
+    if (b.length === BLOCK_SIZE && this.free.length < this.max) this.free.push(b);
+  }
+  get size(): number {
+    return this.free.length;
+  }
+}
+
+const NO_POOL = new BlockPool(0);
 
 export class SendBuffer {
   private blocks: Buffer[] = [];
@@ -16,7 +36,7 @@ export class SendBuffer {
   end: number;
   private cursor = 0;
 
-  constructor(startSeq: number) {
+  constructor(startSeq: number, private readonly pool: BlockPool = NO_POOL) {
     this.start = startSeq;
     this.end = startSeq;
   }
@@ -44,12 +64,17 @@ export class SendBuffer {
         if (len === 0) return;
       }
     }
-    const blk = Buffer.allocUnsafe(Math.max(BLOCK_SIZE, len));
-    copyInto(blk, 0, src, off, len);
-    this.blocks.push(blk);
-    this.starts.push(this.end);
-    this.lens.push(len);
-    this.end += len;
+    while (len > 0) {
+      const blk = len >= BLOCK_SIZE * 4 ? Buffer.allocUnsafeSlow(len) : this.pool.get();
+      const k = Math.min(blk.length, len);
+      copyInto(blk, 0, src, off, k);
+      this.blocks.push(blk);
+      this.starts.push(this.end);
+      this.lens.push(k);
+      this.end += k;
+      off += k;
+      len -= k;
+    }
   }
 
   /** Copy bytes [seq, seq+len) into `dst` at `dstOff`. Caller guarantees start ≤ seq and seq+len ≤ end. */
@@ -76,6 +101,16 @@ export class SendBuffer {
     return this.blocks[i]![seq - this.starts[i]!]!;
   }
 
+  /** Return every block to the pool (connection closed). */
+  release(): void {
+    for (let i = this.head; i < this.blocks.length; i++) this.pool.put(this.blocks[i]!);
+    this.blocks = [];
+    this.starts = [];
+    this.lens = [];
+    this.head = 0;
+    this.start = this.end;
+  }
+
   /** Release everything before `seq` (acknowledged data). */
   trimTo(seq: number): void {
     if (seq <= this.start) return;
@@ -85,11 +120,13 @@ export class SendBuffer {
     while (this.head < n && this.starts[this.head]! + this.lens[this.head]! <= seq) {
       // Keep the tail block (it may still have room) unless everything is consumed.
       if (this.head === n - 1) break;
+      this.pool.put(this.blocks[this.head]!);
       this.blocks[this.head] = EMPTY;
       this.head++;
     }
     if (this.head === n - 1 && this.starts[this.head]! + this.lens[this.head]! <= seq && seq === this.end) {
       // Everything acknowledged: drop the last block too and start fresh.
+      this.pool.put(this.blocks[this.head]!);
       this.blocks.length = 0;
       this.starts.length = 0;
       this.lens.length = 0;

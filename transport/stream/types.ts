@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import type { StreamConfig } from './config.js';
 import type { Scheduler } from './scheduler.js';
+import type { BlockPool } from './send-buffer.js';
 
 /** Per-connection statistics: the v1 InfoOK `conn_list` fields (wire reference §1.13) plus extensions. */
 export interface ConnectionInfo {
@@ -78,6 +79,10 @@ export interface ConnectionHost {
   /** SYN timeout number `n` on a dial: returns true if the peer was switched to relay (backoff restarts). */
   synTimeout(peerNode: number, n: number): boolean;
   random(): number;
+  /** Pool for send-buffer blocks. */
+  readonly blockPool: BlockPool;
+  /** Reused packet buffer when `output` does not retain packets (HostOptions.outputIsSynchronous), else null. */
+  readonly scratch: Buffer | null;
 }
 
 export interface FlushTarget {
