@@ -645,6 +645,7 @@ export class TransportHost extends EventEmitter implements ConnectionHost, PmtuH
   }
 
   mssFor(peerNode: number): number {
+    if (peerNode === this.localNode) return this.mssOf(peerNode, this.cfg.maxUdpPayload); // in-process loopback
     const p = this.paths.get(peerNode);
     return this.mssOf(peerNode, p ? p.confirmed : this.cfg.initialUdpPayload);
   }

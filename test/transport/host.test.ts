@@ -242,3 +242,63 @@ t.test('connection info carries the v1 conn_list fields', async (t) => {
   t.ok(info.sack_recv > 0);
   t.equal(HEADER_LEN, 34);
 });
+
+t.test('a host can connect to its own node (in-process loopback)', async (t) => {
+  const clock = new VirtualClock();
+  const h = new TransportHost({ localNode: 5, clock, output: () => t.fail('loopback must not reach the tunnel') });
+  t.teardown(() => h.close());
+  h.listen(7).on('connection', (c: Connection) => c.pipe(c));
+  let conn: Connection | undefined;
+  h.connect(new Addr(0, 5), 7).then((c) => (conn = c));
+  await clock.run(() => !!conn);
+  const sink = new Sink(conn!);
+  const data = bytes(2_000_000, 77);
+  conn!.end(data);
+  await clock.run(() => sink.ended);
+  t.equal(sink.digest(), sha256(data), 'echoed intact');
+  let rtt = -1;
+  h.ping(5).then((r) => (rtt = r));
+  await clock.run(() => rtt >= 0);
+  t.equal(rtt, 0);
+});
+
+t.test('Nagle coalesces small writes while data is in flight; setNoDelay sends at once', async (t) => {
+  const run = async (noDelay: boolean): Promise<{ segs: number; bytes: number }> => {
+    const { net, a, b, clock } = pair({ link: { delayMs: 10 }, config: { pmtuProbing: false } });
+    t.teardown(() => net.closeAll());
+    let server: Connection | undefined;
+    b.listen(1).on('connection', (c: Connection) => (server = c));
+    const c = await dial(net, a, 2, 1);
+    c.setNoDelay(noDelay);
+    await clock.run(() => !!server);
+    const sink = new Sink(server!);
+    for (let i = 0; i < 100; i++) {
+      c.write(Buffer.from('0123456789'));
+      await clock.advance(1);
+    }
+    c.end();
+    await clock.run(() => sink.ended);
+    return { segs: c.info().segs_sent, bytes: sink.bytes };
+  };
+  const nagle = await run(false);
+  const nodelay = await run(true);
+  t.equal(nagle.bytes, 1000);
+  t.equal(nodelay.bytes, 1000);
+  t.ok(nodelay.segs >= 100, `noDelay: one segment per write (${nodelay.segs})`);
+  t.ok(nagle.segs <= 20, `Nagle: writes coalesced while unacknowledged (${nagle.segs} segments)`);
+});
+
+t.test('delayed ACKs: a bulk receiver sends far fewer ACKs than it gets segments', async (t) => {
+  const { net, a, b, clock } = pair({ link: { delayMs: 5, bandwidth: 5000 }, config: { pmtuProbing: false } });
+  t.teardown(() => net.closeAll());
+  let server: Connection | undefined;
+  b.listen(1).on('connection', (c: Connection) => (server = c));
+  const c = await dial(net, a, 2, 1);
+  await clock.run(() => !!server);
+  const sink = new Sink(server!);
+  c.end(bytes(2_000_000, 3));
+  await clock.run(() => sink.ended);
+  const data = c.info().segs_sent;
+  const acks = net.linkStats(2, 1).sent;
+  t.ok(acks <= data * 0.55, `${acks} ACK packets for ${data} data segments (at most one per two)`);
+});
