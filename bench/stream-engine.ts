@@ -17,6 +17,8 @@ interface Result {
   segments: number;
   acksPerSegment: number;
   retransmits: number;
+  /** Of which tail-loss probes (a probe fires when an ACK is late, e.g. during a GC pause: not a loss). */
+  tailLossProbes: number;
 }
 
 /**
@@ -94,6 +96,7 @@ async function run(id: string, totalBytes: number, config: Partial<StreamConfig>
     segments: info.segs_sent,
     acksPerSegment: packetsToA / info.segs_sent,
     retransmits: info.retransmits,
+    tailLossProbes: info.tail_loss_probes,
   };
   await a.close();
   await b.close();
@@ -117,10 +120,10 @@ async function main(): Promise<void> {
     console.log(JSON.stringify({ runAt: new Date().toISOString(), results }, null, 2));
     return;
   }
-  console.log('id                 segment   MB/s   µs/segment (both sides, CPU)   segments   ACKs/segment   retransmits');
+  console.log('id                 segment   MB/s   µs/segment (both sides, CPU)   segments   ACKs/segment   retransmits (TLP)');
   for (const r of results) {
     console.log(
-      `${r.id.padEnd(18)} ${String(r.segment).padStart(7)} ${r.mbPerSec.toFixed(0).padStart(6)}   ${r.usPerSegment.toFixed(2).padStart(10)}                     ${String(r.segments).padStart(8)}   ${r.acksPerSegment.toFixed(3).padStart(12)}   ${r.retransmits}`,
+      `${r.id.padEnd(18)} ${String(r.segment).padStart(7)} ${r.mbPerSec.toFixed(0).padStart(6)}   ${r.usPerSegment.toFixed(2).padStart(10)}                     ${String(r.segments).padStart(8)}   ${r.acksPerSegment.toFixed(3).padStart(12)}   ${r.retransmits} (${r.tailLossProbes})`,
     );
   }
 }

@@ -362,3 +362,28 @@ t.test('destroy() resets the peer; host.close() ends connections quietly', async
   t.ok(sink.closed, 'closed');
   await t.rejects(a.connect(addr(2), 90), { code: 'host_closed' });
 });
+
+t.test('handshake losses: duplicate SYN gets the SYN-ACK again; a missing final ACK is tolerated', async (t) => {
+  const { net, a, b } = pair({ link: { delayMs: 5 } });
+  t.teardown(() => net.closeAll());
+  let dropSynAck = 1;
+  let dropFinalAck = 1;
+  net.taps.push((from, _to, pkt) => {
+    const p = decodePacket(pkt);
+    if (p.protocol !== Protocol.STREAM) return;
+    if (from === 2 && p.flags === (Flags.SYN | Flags.ACK) && dropSynAck > 0) return (dropSynAck--, false);
+    if (from === 1 && p.flags === Flags.ACK && p.payload.length === 0 && dropFinalAck > 0) return (dropFinalAck--, false);
+  });
+  const accepted: Connection[] = [];
+  b.listen(5).on('connection', (c: Connection) => accepted.push(c));
+  const t0 = net.clock.now();
+  const client = await dial(net, a, 2, 5);
+  t.ok(net.clock.now() - t0 >= 1000, 'established after the SYN retransmission');
+  t.equal(accepted.length, 1, 'one connection despite two SYNs');
+  t.equal(b.connections().length, 1);
+  // The responder is ESTABLISHED without the final ACK and can send first.
+  const sink = new Sink(client);
+  accepted[0]!.end(Buffer.from('server speaks first'));
+  await net.clock.run(() => sink.ended);
+  t.equal(sink.bytes, 19);
+});

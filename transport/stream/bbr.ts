@@ -36,6 +36,7 @@ export class BbrController implements CongestionController {
   private readonly initialCwnd: number;
   private readonly maxCwnd: number;
   private readonly random: () => number;
+  private readonly minRttFloor: number;
 
   private mode = Mode.Startup;
   private pacingGain = HIGH_GAIN;
@@ -67,6 +68,7 @@ export class BbrController implements CongestionController {
     this.initialCwnd = Math.max(p.initialCwnd, 10 * p.mss);
     this.maxCwnd = p.maxCwnd;
     this.random = p.random;
+    this.minRttFloor = p.minRttFloor ?? 0;
     this.cwnd = Math.min(this.initialCwnd, this.maxCwnd);
   }
 
@@ -155,7 +157,7 @@ export class BbrController implements CongestionController {
   private bdp(gain: number): number {
     const bw = this.maxBw.value;
     if (this.minRtt === Infinity || bw === 0) return this.initialCwnd;
-    return gain * bw * this.minRtt;
+    return gain * bw * Math.max(this.minRtt, this.minRttFloor);
   }
 
   private targetCwnd(): number {

@@ -59,4 +59,10 @@ export interface CcParams {
   maxCwnd: number;
   /** Randomness source in [0,1) (BBR picks a random PROBE_BW phase). */
   random: () => number;
+  /**
+   * BBR: RTTs below this (ms) are treated as this when sizing cwnd. On loopback/LAN the measured min RTT
+   * (tens of µs) says nothing about how long a Node event loop takes to turn ACKs around under load;
+   * sizing cwnd from it starves a CPU-bound sender. Costs at most this much queueing at a real bottleneck.
+   */
+  minRttFloor?: number;
 }

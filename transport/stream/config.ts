@@ -20,6 +20,8 @@ export interface StreamConfig {
   initialCwnd: number;
   /** Upper bound on the congestion window in bytes. */
   maxCwnd: number;
+  /** BBR sizes cwnd with max(min RTT, this) ms (see CcParams.minRttFloor). */
+  bbrMinRttFloorMs: number;
 
   // --- retransmission (RFC 6298 with v1 clamps) ---
   rtoInitialMs: number;
@@ -112,6 +114,7 @@ export const DEFAULT_STREAM_CONFIG: Readonly<StreamConfig> = Object.freeze({
   congestionControl: 'bbr',
   initialCwnd: 10 * 4096,
   maxCwnd: 64 * 1024 * 1024,
+  bbrMinRttFloorMs: 2,
 
   rtoInitialMs: 1000,
   rtoMinMs: 200,

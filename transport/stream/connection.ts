@@ -210,7 +210,7 @@ export class Connection extends Duplex implements Timed, FlushTarget {
     this.sendBuf = new SendBuffer(this.isn + 1, host.blockPool);
     this.reasm = new Reassembly(cfg.oooMaxSegments);
     this.rtt = new RttEstimator(cfg.rtoInitialMs, cfg.rtoMinMs, cfg.rtoMaxMs, cfg.rtoGranularityMs);
-    const ccParams = { mss: host.mssFor(o.peerNode), initialCwnd: cfg.initialCwnd, maxCwnd: cfg.maxCwnd, random: () => host.random() };
+    const ccParams = { mss: host.mssFor(o.peerNode), initialCwnd: cfg.initialCwnd, maxCwnd: cfg.maxCwnd, random: () => host.random(), minRttFloor: cfg.bbrMinRttFloorMs };
     this.cc = cfg.congestionControl === 'reno' ? new RenoController(ccParams) : new BbrController(ccParams);
     this.persistInterval = cfg.zeroWindowProbeMs;
     this.onSegDelivered = (s: Seg) => this.segDelivered(s);
