@@ -83,8 +83,10 @@ export interface StreamConfig {
   /** UDP payload size assumed to work before any probe (BASE_PLPMTU). */
   initialUdpPayload: number;
   pmtuProbing: boolean;
-  /** A probe not answered within max(this, 3 × ping RTT) counts as lost. */
+  /** A probe not answered within this long counts as lost, until a pong has measured the RTT. */
   pmtuProbeTimeoutMs: number;
+  /** Once the RTT is known: probe timeout = max(this, 4 × ping RTT). */
+  pmtuProbeMinTimeoutMs: number;
   /** Lost probes of one size before that size is taken as too big (RFC 8899 MAX_PROBES). */
   pmtuMaxProbes: number;
   /** Search stops when the gap between largest-confirmed and smallest-failed is below this fraction. */
@@ -155,6 +157,7 @@ export const DEFAULT_STREAM_CONFIG: Readonly<StreamConfig> = Object.freeze({
   initialUdpPayload: 1200,
   pmtuProbing: true,
   pmtuProbeTimeoutMs: 1000,
+  pmtuProbeMinTimeoutMs: 100,
   pmtuMaxProbes: 3,
   pmtuSearchTolerance: 0.01,
   pmtuRaiseIntervalMs: 600_000,

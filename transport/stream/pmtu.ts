@@ -78,12 +78,17 @@ export class PathMtu implements Timed {
     this.probes.splice(i, 1);
     this.host.forgetProbe(id);
     const rtt = now - p.sentAt;
-    this.pingRtt = this.pingRtt === 0 ? rtt : 0.75 * this.pingRtt + 0.25 * rtt;
+    const first = this.pingRtt === 0;
+    this.pingRtt = first ? Math.max(rtt, 0.001) : 0.75 * this.pingRtt + 0.25 * rtt;
+    if (first) {
+      // Now that the RTT is known, probes still waiting need not wait the initial (conservative) timeout.
+      for (const q of this.probes) q.deadline = Math.min(q.deadline, q.sentAt + this.timeout());
+    }
     if (p.size > this.confirmed) {
       this.confirmed = p.size;
       this.host.pmtuChanged(this.peerNode, this.confirmed);
     }
-    // Smaller probes still outstanding are moot now.
+    // Smaller probes still outstanding are moot now (the reference ping at the confirmed size included).
     this.dropProbes((q) => q.size <= this.confirmed);
     if (this.probes.length === 0) this.round(now);
   }
@@ -150,8 +155,10 @@ export class PathMtu implements Timed {
       return;
     }
     const sizes = new Set<number>([hi, Math.floor((lo + hi) / 2), Math.floor(lo + (hi - lo) / 4)]);
+    // Until a pong has measured the RTT, also ping at the confirmed size: its answer sets the probe timeout.
+    if (this.pingRtt === 0) sizes.add(lo);
     for (const size of sizes) {
-      if (size <= lo) continue;
+      if (size < lo || (size === lo && this.pingRtt > 0)) continue;
       const id = this.host.sendProbe(this.peerNode, size, this);
       this.probesSent++;
       this.probes.push({ id, size, attempt: 1, sentAt: now, deadline: now + this.timeout() });
@@ -159,8 +166,10 @@ export class PathMtu implements Timed {
     this.reschedule();
   }
 
+  /** Initial timeout until the RTT is known, then a few RTTs (RFC 8899 leaves PROBE_TIMER to the PL). */
   private timeout(): number {
-    return Math.max(this.cfg.pmtuProbeTimeoutMs, 3 * this.pingRtt);
+    if (this.pingRtt === 0) return this.cfg.pmtuProbeTimeoutMs;
+    return Math.max(this.cfg.pmtuProbeMinTimeoutMs, 4 * this.pingRtt);
   }
 
   private dropProbes(pred: (p: Probe) => boolean): void {
