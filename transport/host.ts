@@ -623,9 +623,10 @@ export class TransportHost extends EventEmitter implements ConnectionHost, PmtuH
   }
 
   // ======================================================================================
-  // ConnectionHost / PmtuHost
+  // ConnectionHost / PmtuHost (engine-internal; not part of the public contract)
   // ======================================================================================
 
+  /** @internal (ConnectionHost / PmtuHost) */
   sendPacket(peerNode: number, packet: Buffer): void {
     if (this.closed) return;
     const c = this.counters;
@@ -644,16 +645,19 @@ export class TransportHost extends EventEmitter implements ConnectionHost, PmtuH
     }
   }
 
+  /** @internal (ConnectionHost / PmtuHost) */
   mssFor(peerNode: number): number {
     if (peerNode === this.localNode) return this.mssOf(peerNode, this.cfg.maxUdpPayload); // in-process loopback
     const p = this.paths.get(peerNode);
     return this.mssOf(peerNode, p ? p.confirmed : this.cfg.initialUdpPayload);
   }
 
+  /** @internal (ConnectionHost / PmtuHost) */
   baseMssFor(peerNode: number): number {
     return this.mssOf(peerNode, this.cfg.initialUdpPayload);
   }
 
+  /** @internal (ConnectionHost / PmtuHost) */
   markDirty(conn: FlushTarget): void {
     if (conn.dirty) return;
     conn.dirty = true;
@@ -664,6 +668,7 @@ export class TransportHost extends EventEmitter implements ConnectionHost, PmtuH
     }
   }
 
+  /** @internal (ConnectionHost / PmtuHost) */
   connectionClosed(conn: object): void {
     const c = conn as Connection;
     const peer = this.conns.get(c.peerNode);
@@ -677,6 +682,7 @@ export class TransportHost extends EventEmitter implements ConnectionHost, PmtuH
     else this.portCounts.set(c.localPort, n);
   }
 
+  /** @internal (ConnectionHost / PmtuHost) */
   suspectBlackHole(peerNode: number): void {
     const p = this.paths.get(peerNode);
     if (!p || p.confirmed <= p.base) return;
@@ -685,6 +691,7 @@ export class TransportHost extends EventEmitter implements ConnectionHost, PmtuH
     p.blackHole(this.clock.now());
   }
 
+  /** @internal (ConnectionHost / PmtuHost) */
   synTimeout(peerNode: number, n: number): boolean {
     if (this.listenerCount('synTimeout') > 0) this.emit('synTimeout', peerNode, n);
     if (n !== this.cfg.relayFallbackAfter || !this.relayFallbackFn) return false;
@@ -696,10 +703,12 @@ export class TransportHost extends EventEmitter implements ConnectionHost, PmtuH
     }
   }
 
+  /** @internal (ConnectionHost / PmtuHost) */
   random(): number {
     return this.rand();
   }
 
+  /** @internal (ConnectionHost / PmtuHost) */
   sendProbe(peerNode: number, udpSize: number, path: PathMtu): number {
     const id = this.allocPingId();
     this.pings.set(id, path);
@@ -709,10 +718,12 @@ export class TransportHost extends EventEmitter implements ConnectionHost, PmtuH
     return id;
   }
 
+  /** @internal (ConnectionHost / PmtuHost) */
   forgetProbe(id: number): void {
     if (this.pings.get(id) instanceof PathMtu) this.pings.delete(id);
   }
 
+  /** @internal (ConnectionHost / PmtuHost) */
   pmtuChanged(peerNode: number, udpSize: number): void {
     this.log?.debug({ peer: peerNode, pmtu: udpSize }, 'path MTU');
     const mss = this.mssFor(peerNode);
