@@ -96,8 +96,10 @@ export interface Sealed {
 }
 
 /**
- * AES-256-GCM under one tunnel key. The key is imported once as a KeyObject (cheaper per packet than
- * handing node:crypto raw key bytes; see bench/tunnel-crypto.ts). No associated data (v1).
+ * AES-256-GCM under one tunnel key, no associated data (v1). The key is imported once as a KeyObject
+ * (per-packet cost measured equal to raw key bytes, see bench/tunnel-crypto.ts; the bytes then live
+ * outside the JS heap). The per-packet cost is dominated by creating the cipher object, which
+ * node:crypto offers no way to reuse with a new IV.
  */
 export class AeadKey {
   private readonly key: KeyObject;
