@@ -103,7 +103,6 @@ export async function settle(ms = 30): Promise<void> {
  * same key both directions, and lets the test forge any frame.
  */
 export class RawPeer {
-  readonly identity = Identity.generate();
   readonly x25519 = X25519KeyPair.generate();
   readonly ep = new UdpEndpoint({ bufferBytes: 0 });
   port = 0;
@@ -113,7 +112,10 @@ export class RawPeer {
   contextsBuilt = 0;
   readonly inbox: Array<{ msg: Buffer; rinfo: RemoteInfo }> = [];
 
-  constructor(readonly node: number) {}
+  constructor(
+    readonly node: number,
+    readonly identity: Identity = Identity.generate(),
+  ) {}
 
   async start(t: Test, registry?: FakeRegistry): Promise<this> {
     if (registry) registry.keys.set(this.node, this.identity.publicKey);

@@ -614,6 +614,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     if (this.closed) return;
     if (p.cancelled) {
       this.drop('revoked', node);
+      for (let i = 0; i < p.held.length; i++) this.drop('no_context', node);
       return;
     }
     try {
