@@ -110,6 +110,8 @@ t.test('exchange pacing: once on add, then with backoff only while packets wait 
   const { tunnel: a } = net.add(1, '10.0.0.1:1', clock, { limits: { kxRetryMs: 1000, kxRetryMaxMs: 4000 } });
   a.addPeer(9, ep('10.0.0.9:9')); // nobody there
   t.equal(net.framesTo('10.0.0.9:9', 'PILA').length, 1, 'sent when added');
+  for (let i = 0; i < 5; i++) a.addPeer(9, ep('10.0.0.9:9')); // every dial re-adds
+  t.equal(net.framesTo('10.0.0.9:9', 'PILA').length, 1, 'repeated adds do not each send an exchange');
   await clock.advance(5000);
   t.equal(net.framesTo('10.0.0.9:9', 'PILA').length, 1, 'no retries while nothing waits');
 

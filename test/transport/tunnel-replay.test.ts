@@ -53,6 +53,14 @@ t.test('a forged frame with a huge counter does not move the window (checked, ne
   t.equal(accept(g, P, 12), 'ok');
 });
 
+t.test('commit tells whether the frame is the newest of its prefix', async (t) => {
+  const g = new ReplayGuard();
+  t.equal(g.commit(1, 5), true);
+  t.equal(g.commit(1, 3), false, 'older, inside the window');
+  t.equal(g.commit(1, 6), true);
+  t.equal(g.commit(2, 1), true, 'first of a new prefix');
+});
+
 t.test('counter 0 and the 2^53 edge', async (t) => {
   const g = new ReplayGuard();
   t.equal(accept(g, 1, 0), 'ok');

@@ -300,6 +300,23 @@ t.test('roaming: after an authenticated frame from a new address, replies follow
   t.equal(payloadOf(a.received[before]!.packet), 'follow me');
 });
 
+t.test('a delayed genuine frame from another address is delivered but does not move the endpoint', async (t) => {
+  const { a, b } = await established(t);
+  const evil = await attacker(t);
+  const paths = collect(b.tunnel, 'path');
+  a.tunnel.setPath(2, { host: '127.0.0.1', port: evil.address().port }); // captured, held back
+  a.tunnel.send(2, packet(1, 2, 'older'));
+  const older = lastSealed(a);
+  a.tunnel.setPath(2, { host: '127.0.0.1', port: b.port });
+  a.tunnel.send(2, packet(1, 2, 'newer'));
+  await until(() => b.received.length === 1, 'newer frame');
+  evil.send(older, b.port, '127.0.0.1');
+  await until(() => b.received.length === 2, 'older frame delivered late');
+  t.equal(payloadOf(b.received[1]!.packet), 'older');
+  t.match(b.tunnel.peer(1), { endpoint: { port: a.port } }, 'endpoint stays with the newest frame');
+  t.equal(paths.length, 0);
+});
+
 t.test('removePeer forgets the context: later frames are refused', async (t) => {
   const { a, b } = await established(t);
   b.tunnel.removePeer(1);

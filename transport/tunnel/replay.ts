@@ -59,8 +59,11 @@ export class CounterWindow {
     return this.bits[bit >>> 5]! & (1 << (bit & 31)) ? 'replay' : 'ok';
   }
 
-  /** Record an authenticated counter. Callers check first; committing a stale counter is a no-op. */
-  commit(counter: number): void {
+  /**
+   * Record an authenticated counter. Callers check first; committing a stale counter is a no-op.
+   * Returns true when the counter is the newest so far (the window advanced).
+   */
+  commit(counter: number): boolean {
     if (counter > this.max) {
       const gap = this.max < 0 ? this.size : counter - this.max;
       if (gap >= this.size) this.bits.fill(0);
@@ -78,9 +81,15 @@ export class CounterWindow {
         }
       }
       this.max = counter;
-    } else if (this.max - counter >= this.size) return;
-    const bit = counter % this.size;
-    this.bits[bit >>> 5]! |= 1 << (bit & 31);
+      const bit = counter % this.size;
+      this.bits[bit >>> 5]! |= 1 << (bit & 31);
+      return true;
+    }
+    if (this.max - counter < this.size) {
+      const bit = counter % this.size;
+      this.bits[bit >>> 5]! |= 1 << (bit & 31);
+    }
+    return false;
   }
 }
 
@@ -115,20 +124,24 @@ export class ReplayGuard {
     return 'ok';
   }
 
-  /** Record an authenticated frame. Call only after `check` returned 'ok' and the tag verified. */
-  commit(prefix: number, counter: number): void {
+  /**
+   * Record an authenticated frame. Call only after `check` returned 'ok' and the tag verified.
+   * Returns true if it is the newest frame of its prefix (the tunnel roams only on those, so a
+   * delayed or reordered frame from an old address does not pull the endpoint back).
+   */
+  commit(prefix: number, counter: number): boolean {
     let w = this.find(prefix);
     if (!w) {
-      if (this.isRetired(prefix)) return;
+      if (this.isRetired(prefix)) return false;
       if (this.active.length >= this.limits.maxActivePrefixes) {
-        if (this.retiredCount >= this.limits.maxRetiredPrefixes) return;
+        if (this.retiredCount >= this.limits.maxRetiredPrefixes) return false;
         this.retire();
       }
       w = { prefix, window: new CounterWindow(this.limits.windowSize), lastUse: 0 };
       this.active.push(w);
     }
     w.lastUse = ++this.uses;
-    w.window.commit(counter);
+    return w.window.commit(counter);
   }
 
   /** Prefixes with a live window (most recently created last). */

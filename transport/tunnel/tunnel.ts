@@ -377,16 +377,18 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     if (opts?.relay) assertEndpoint(opts.relay);
     if (node === this.localNode) throw new TunnelError('self_peer', 'cannot add our own node as a peer');
     let peer = this.peerMap.get(node);
-    if (!peer) {
-      peer = this.admitPeer(node, true)!;
-    }
+    const isNew = !peer;
+    if (!peer) peer = this.admitPeer(node, true)!;
+    const before = `${peer.path} ${peer.endpoint?.host}:${peer.endpoint?.port} ${peer.relay?.host}:${peer.relay?.port}`;
     peer.endpoint = { host: endpoint.host, port: endpoint.port };
     if (opts?.relay) {
       peer.relay = { host: opts.relay.host, port: opts.relay.port };
       peer.path = 'relay';
     } else peer.path = 'direct';
     peer.info = null;
-    if (!peer.ctx) this.sendExchange(peer);
+    const moved = before !== `${peer.path} ${peer.endpoint.host}:${peer.endpoint.port} ${peer.relay?.host}:${peer.relay?.port}`;
+    // Repeated adds (every dial) do not each send an exchange: only a new peer or path, or a stale one.
+    if (!peer.ctx && (isNew || moved || this.clock.now() - peer.lastKxSent >= this.limits.kxRetryMs)) this.sendExchange(peer);
   }
 
   /** Switch a peer between a direct endpoint and a relay (beacon). */
@@ -528,10 +530,10 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       if (this.hold(node, msg, rinfo, relayedBy)) return;
       return this.drop('auth_failed', node);
     }
-    ctx.replay.commit(f.prefix, f.counter); // only now: forged frames never move the window
+    const newest = ctx.replay.commit(f.prefix, f.counter); // only now: forged frames never move the window
     if (packet.length < MIN_PACKET_LEN) return this.drop('bad_packet', node);
     if (packet.readUInt32BE(SRC_NODE_OFFSET) !== node) return this.drop('source_mismatch', node);
-    this.notePath(peer, rinfo, relayedBy !== null);
+    if (newest) this.notePath(peer, rinfo, relayedBy !== null);
     const now = this.clock.now();
     peer.lastRx = now;
     peer.packetsIn++;
