@@ -11,7 +11,6 @@ import {
   decodeTunnelFrame,
   deriveAeadKey,
   encodeAuthKeyExchange,
-  TunnelCryptoError,
   X25519KeyPair,
 } from '../../transport/tunnel/index.js';
 

@@ -138,3 +138,27 @@ t.test('sealed frames arriving while the exchange is being verified are held, th
   await until(() => b.received.length === 2, 'held frames delivered');
   t.same(b.received.map((r) => payloadOf(r.packet)), ['early 1', 'early 2']);
 });
+
+t.test('a peer that draws our nonce prefix (shared key both ways) makes us switch prefix at once', async (t) => {
+  const reg = new FakeRegistry();
+  const b = await makeNode(t, reg, 2);
+  const g = await new RawPeer(5).start(t, reg);
+  g.sendTo(b.port, g.exchangeFrame());
+  await until(() => g.contextsBuilt === 1, 'established');
+  b.tunnel.send(5, packet(2, 5, 'first'));
+  await until(() => g.frames('PILS').length === 1, 'our frame at Go');
+  const ours = sealedFrom(g)[0]!.prefix;
+  // Go's next context happens to draw our prefix.
+  g.prefix = ours;
+  g.counter = 0;
+  g.sendTo(b.port, g.seal(packet(5, 2, 'colliding prefix')));
+  await until(() => b.received.length === 1, 'delivered (it is genuine)');
+  t.equal(b.tunnel.stats().prefix_collisions, 1);
+  t.equal(b.tunnel.stats().reflected, 0);
+  b.tunnel.send(5, packet(2, 5, 'second'));
+  await until(() => g.frames('PILS').length === 2, 'our next frame');
+  const next = sealedFrom(g)[1]!;
+  t.not(next.prefix, ours, 'we moved to a fresh prefix');
+  t.equal(next.counter, 2, 'counter continues');
+  t.equal(payloadOf(g.open(g.frames('PILS')[1]!)!), 'second');
+});

@@ -258,6 +258,7 @@ t.test('relay: frames go to the beacon wrapped in 0x05, come back unwrapped from
   });
   const bport = beacon.address().port;
   a.tunnel.addPeer(2, { host: '127.0.0.1', port: b.port }, { relay: { host: '127.0.0.1', port: bport } });
+  t.equal(a.tunnel.overhead(2), 45, 'PILS 36 + relay header 9');
   a.tunnel.send(2, packet(1, 2, 'via the beacon'));
   await until(() => b.received.length === 1, 'relayed packet');
   t.same(b.received[0]!.info, { endpoint: { host: '127.0.0.1', port: bport }, relayed: true, encrypted: true, authenticated: true });
@@ -276,6 +277,7 @@ t.test('relay: frames go to the beacon wrapped in 0x05, come back unwrapped from
 
   // Switching A to direct: traffic goes straight to B, and B follows (authenticated roaming).
   a.tunnel.setPath(2, { host: '127.0.0.1', port: b.port });
+  t.equal(a.tunnel.overhead(2), 36);
   a.tunnel.send(2, packet(1, 2, 'direct now'));
   await until(() => b.received.length === 2, 'direct packet');
   t.match(b.tunnel.peer(1), { path: 'direct', endpoint: { port: a.port } });

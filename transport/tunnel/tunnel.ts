@@ -14,6 +14,7 @@ import {
   encodePlain,
   encodeRelayHeader,
   MAX_COUNTER,
+  PILS_OVERHEAD,
   PILS_PREFIX_LEN,
   RELAY_HEADER_LEN,
   writeSealedPrefix,
@@ -186,6 +187,8 @@ export type TunnelStats = Record<DropReason, number> & {
   beacon_messages: number;
   punches_ignored: number;
   queued: number;
+  /** Times the peer used our nonce prefix and we moved to a fresh one. */
+  prefix_collisions: number;
   /** Every drop, all reasons together. */
   dropped: number;
 };
@@ -338,7 +341,7 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     for (const r of DROP_REASONS) c[r] = 0;
     for (const k of ['packets_in', 'bytes_in', 'packets_out', 'bytes_out', 'plaintext_out', 'plaintext_in', 'kx_received', 'kx_sent',
       'kx_duplicate', 'established', 'rekeyed', 'peers', 'peers_evicted', 'path_changes', 'beacon_messages', 'punches_ignored',
-      'queued', 'dropped']) c[k] = 0;
+      'queued', 'prefix_collisions', 'dropped']) c[k] = 0;
     this.counters = c as TunnelStats;
     if (opts.localNode !== undefined) this.setLocalNode(opts.localNode);
   }
@@ -414,6 +417,14 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     if (peer) this.forget(peer);
     const p = this.pending.get(node);
     if (p) p.cancelled = true;
+  }
+
+  /**
+   * Bytes the tunnel adds around a packet towards `node`: 36 for PILS (prefix 20 + tag 16), plus the
+   * 9-byte relay header on a relayed path (for the stream engine's segment sizing).
+   */
+  overhead(node: number): number {
+    return PILS_OVERHEAD + (this.peerMap.get(node)?.path === 'relay' ? RELAY_HEADER_LEN : 0);
   }
 
   hasPeer(node: number): boolean {
@@ -520,8 +531,6 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       this.drop('no_context', node);
       return this.nudge(node, rinfo, relayedBy);
     }
-    // Both directions share one key (v1): a frame under our own prefix is our frame reflected back.
-    if (f.prefix === ctx.sendPrefix) return this.drop('reflected', node);
     const verdict = ctx.replay.check(f.prefix, f.counter);
     if (verdict !== 'ok') return this.drop(verdict, node);
     const packet = ctx.aead.open(f.nonce, f.ciphertext, f.tag);
@@ -530,9 +539,19 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
       if (this.hold(node, msg, rinfo, relayedBy)) return;
       return this.drop('auth_failed', node);
     }
-    const newest = ctx.replay.commit(f.prefix, f.counter); // only now: forged frames never move the window
     if (packet.length < MIN_PACKET_LEN) return this.drop('bad_packet', node);
-    if (packet.readUInt32BE(SRC_NODE_OFFSET) !== node) return this.drop('source_mismatch', node);
+    const fromPeer = packet.readUInt32BE(SRC_NODE_OFFSET) === node;
+    if (f.prefix === ctx.sendPrefix) {
+      // Both directions share one key (v1). Under our own prefix this is either our frame reflected
+      // back (its inner source is us), or the peer drew our prefix (2^-32): then nonces could repeat
+      // under the key, so we move to a fresh prefix at once.
+      if (!fromPeer) return this.drop('reflected', node);
+      ctx.sendPrefix = this.freshPrefix(ctx);
+      this.counters.prefix_collisions++;
+      this.log.warn({ node }, 'tunnel: peer uses our nonce prefix; switched to a fresh one');
+    }
+    const newest = ctx.replay.commit(f.prefix, f.counter); // only now: forged frames never move the window
+    if (!fromPeer) return this.drop('source_mismatch', node);
     if (newest) this.notePath(peer, rinfo, relayedBy !== null);
     const now = this.clock.now();
     peer.lastRx = now;
@@ -947,8 +966,13 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
 
   // ------------------------------------------------------------------------------------------ helpers
 
-  private freshPrefix(): number {
-    return this.random(4).readUInt32BE(0);
+  /** A random nonce prefix, never one the peer is using under this key (its prefixes share our key). */
+  private freshPrefix(ctx?: PeerContext): number {
+    const taken = ctx ? [ctx.sendPrefix, ...ctx.replay.activePrefixes] : [];
+    for (;;) {
+      const p = this.random(4).readUInt32BE(0);
+      if (!taken.includes(p)) return p;
+    }
   }
 
   private replayLimits() {
