@@ -180,6 +180,7 @@ export class RegistryClient {
   private reconnectTimer: NodeJS.Timeout | null = null;
   private firstOpen: { resolve: () => void; reject: (e: Error) => void } | null = null;
   private readonly subscriptions = new Set<Subscription>();
+  private lastTs = 0;
 
   constructor(opts: RegistryClientOptions) {
     this.opts = {
@@ -383,8 +384,17 @@ export class RegistryClient {
     else if (this.inflight.includes(req)) this.socket?.destroy(); // replies are positional: start over
   }
 
+  /**
+   * Signature timestamps strictly increase per client: two requests with the same challenge in the
+   * same millisecond would otherwise carry identical signatures and the second would be a "replay".
+   */
+  private nextTs(): number {
+    this.lastTs = Math.max(Math.floor(this.clock.now()), this.lastTs + 1);
+    return this.lastTs;
+  }
+
   private signedBuild(type: string, auth: NodeAuth, challenge: string, fields: Json): () => Json {
-    return () => ({ type, ...fields, ...signFresh(auth.identity, challenge, this.clock.now()) });
+    return () => ({ type, ...fields, ...signFresh(auth.identity, challenge, this.nextTs()) });
   }
 
   /** Close the connection and every subscription; pending requests fail with `closed`. */
@@ -418,7 +428,7 @@ export class RegistryClient {
     if (opts.listenAddr !== undefined) fields.listen_addr = opts.listenAddr;
     if (opts.owner !== undefined) fields.owner = opts.owner;
     if (opts.hostname !== undefined) fields.hostname = opts.hostname;
-    return this.request(() => ({ type: 'register', ...fields, ...signFresh(identity, challenges.register(identity.publicKeyB64), this.clock.now()) }), {
+    return this.request(() => ({ type: 'register', ...fields, ...signFresh(identity, challenges.register(identity.publicKeyB64), this.nextTs()) }), {
       idempotent: true,
     });
   }

@@ -93,6 +93,7 @@ export class Connection implements ConnInfo {
       this.closing = true;
       this.socket.pause();
       this.flush();
+      this.maybeResume();
       return;
     }
     if (frames.length === 0) return;
