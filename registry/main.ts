@@ -201,9 +201,10 @@ async function serve(config: RegistryConfig, warnings: string[]): Promise<void> 
     await server.close().catch(() => {});
     process.exit(1);
   }
-  process.stdout.write(`pilot-registry listening on ${info.registry.address}:${info.registry.port}${info.tlsFingerprint ? ' (tls)' : ''}\n`);
+  // the "listening on" line comes last: scripts wait for it and then find the fingerprint above it
   if (info.tlsFingerprint) process.stdout.write(`tls fingerprint (sha-256 of the leaf certificate): ${info.tlsFingerprint}\n`);
   if (info.http) process.stdout.write(`metrics on http://${info.http.address}:${info.http.port}/metrics\n`);
+  process.stdout.write(`pilot-registry listening on ${info.registry.address}:${info.registry.port}${info.tlsFingerprint ? ' (tls)' : ''}\n`);
   if (!config.noBeacon) beacon = await startBeacon(config, server, log); // ← the lead wires natpunch here
 }
 
