@@ -1,5 +1,6 @@
 import { createHash, createPublicKey, randomBytes, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
 import { RegistryError } from './errors.js';
+import type { Verifier } from './verify-pool.js';
 
 /**
  * Authentication pieces (SPEC §6): signature freshness + replay protection, Ed25519 verification off the
@@ -88,11 +89,12 @@ function replayKey(signatureB64: string): number {
 }
 
 /**
- * Ed25519 verification. `async` mode runs `crypto.verify` on the libuv thread pool so heavy signed
- * traffic does not block the event loop (≈160 µs per verify on the reference machine). Public keys are
- * imported through JWK (≈15 µs; SPKI/DER import costs ≈160 µs under OpenSSL 3) into a bounded LRU.
+ * In-process Ed25519 verification (used when `verifyWorkers` is 0; the default is the worker pool in
+ * verify-pool.ts). `async` runs `crypto.verify` on the libuv thread pool, otherwise on the event loop.
+ * Public keys are imported through JWK (≈15 µs; SPKI/DER import costs ≈160 µs under OpenSSL 3) into a
+ * bounded LRU.
  */
-export class SignatureVerifier {
+export class SignatureVerifier implements Verifier {
   private readonly keys = new Map<string, KeyObject>();
   constructor(private readonly opts: { async: boolean; keyCacheSize: number }) {}
 
@@ -118,6 +120,10 @@ export class SignatureVerifier {
         resolve(false);
       }
     });
+  }
+
+  async close(): Promise<void> {
+    this.keys.clear();
   }
 
   private key(b64: string): KeyObject {

@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import type { Identity } from '../transport/identity.js';
 import { isErrorCode, RegistryError } from './errors.js';
 import { challenges } from './protocol/challenges.js';
 import { encodeFrame, FrameDecoder } from './protocol/framing.js';
@@ -78,9 +77,16 @@ export interface RegistryClientOptions extends ConnectOptions {
   clock?: { now(): number };
 }
 
+/** What the client needs of a key: `Identity` (transport/identity.ts) satisfies it. */
+export interface Signer {
+  readonly publicKeyB64: string;
+  /** base64 Ed25519 signature over the UTF-8 message */
+  signB64(message: string): string;
+}
+
 /** A node acting on its own behalf: its identity signs, its ID is named. */
 export interface NodeAuth {
-  identity: Identity;
+  identity: Signer;
   nodeId: number;
 }
 
@@ -97,7 +103,7 @@ interface PendingRequest {
 }
 
 /** `ts` + `signature` over `<challenge>:<ts>` (SPEC §6). */
-export function signFresh(identity: Identity, challenge: string, nowMs: number): { ts: number; signature: string } {
+export function signFresh(identity: Signer, challenge: string, nowMs: number): { ts: number; signature: string } {
   const ts = Math.floor(nowMs);
   return { ts, signature: identity.signB64(`${challenge}:${ts}`) };
 }
@@ -181,6 +187,7 @@ export class RegistryClient {
   private firstOpen: { resolve: () => void; reject: (e: Error) => void } | null = null;
   private readonly subscriptions = new Set<Subscription>();
   private lastTs = 0;
+  private corked = false;
 
   constructor(opts: RegistryClientOptions) {
     this.opts = {
@@ -268,9 +275,7 @@ export class RegistryClient {
     });
     socket.on('error', () => {});
     socket.on('close', () => this.onClose(socket));
-    socket.cork();
     while (this.queue.length > 0) this.send(this.queue.shift()!);
-    socket.uncork();
   }
 
   private onFrame(body: Buffer, socket: Socket): void {
@@ -345,7 +350,17 @@ export class RegistryClient {
     }
     req.attempts++;
     this.inflight.push(req);
-    this.socket!.write(frame);
+    const socket = this.socket!;
+    if (!this.corked) {
+      // requests issued in the same tick leave in one writev
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        socket.uncork();
+      });
+    }
+    socket.write(frame);
   }
 
   /**
@@ -423,7 +438,7 @@ export class RegistryClient {
   // ---------------------------------------------------------------- nodes
 
   /** Register (or re-register) `identity`. Re-registration of a known key is signed. */
-  register(identity: Identity, opts: { listenAddr?: string; owner?: string; hostname?: string } = {}): Promise<RegisterOk> {
+  register(identity: Signer, opts: { listenAddr?: string; owner?: string; hostname?: string } = {}): Promise<RegisterOk> {
     const fields: Json = { public_key: identity.publicKeyB64 };
     if (opts.listenAddr !== undefined) fields.listen_addr = opts.listenAddr;
     if (opts.owner !== undefined) fields.owner = opts.owner;

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { availableParallelism, homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { PilotError } from '../transport/errors.js';
 import { DEFAULT_RATE_LIMITS, RateCategories, type BucketSpec, type RateLimitConfig } from './ratelimit.js';
@@ -43,7 +43,9 @@ export interface RegistryConfig {
   maxPipeline: number;
   maxSubscriptionsPerNode: number;
   rateLimits: RateLimitConfig;
-  /** verify Ed25519 on the libuv thread pool instead of the event loop */
+  /** worker threads verifying Ed25519 signatures in batches; 0 = in-process (see verifyAsync) */
+  verifyWorkers: number;
+  /** with verifyWorkers 0: verify on the libuv thread pool instead of the event loop */
   verifyAsync: boolean;
   keyCacheSize: number;
 }
@@ -75,6 +77,7 @@ export const DEFAULT_CONFIG: RegistryConfig = {
   maxPipeline: 256,
   maxSubscriptionsPerNode: 4,
   rateLimits: DEFAULT_RATE_LIMITS,
+  verifyWorkers: Math.max(1, Math.min(4, availableParallelism())),
   verifyAsync: true,
   keyCacheSize: 16_384,
 };
@@ -108,6 +111,7 @@ const KEYS: Record<Exclude<keyof RegistryConfig, 'rateLimits'>, Kind> = {
   maxConnectionsPerIp: 'number',
   maxPipeline: 'number',
   maxSubscriptionsPerNode: 'number',
+  verifyWorkers: 'number',
   verifyAsync: 'boolean',
   keyCacheSize: 'number',
 };
@@ -279,5 +283,6 @@ export function resolveConfig(...layers: PartialConfig[]): RegistryConfig {
   for (const k of ['maxConnections', 'maxConnectionsPerIp', 'maxPipeline', 'maxSubscriptionsPerNode', 'keyCacheSize', 'replayCacheMax'] as const) {
     if (!Number.isInteger(c[k]) || c[k] < 1) throw new ConfigError('bad_config', `${k} must be a positive integer`);
   }
+  if (!Number.isInteger(c.verifyWorkers) || c.verifyWorkers > 64) throw new ConfigError('bad_config', 'verifyWorkers must be an integer in 0..64');
   return c;
 }

@@ -43,6 +43,7 @@ export class Connection implements ConnInfo {
   private closed = false;
   private subscribedNode: number | null = null;
   private sink: ConnectionSink | null = null;
+  private corked = false;
 
   constructor(
     private readonly host: ConnectionHost,
@@ -97,7 +98,6 @@ export class Connection implements ConnInfo {
       return;
     }
     if (frames.length === 0) return;
-    this.socket.cork();
     for (const body of frames) {
       if (this.subscribedNode !== null) {
         this.enqueue(encodeError(new RegistryError('bad_request', 'this connection is a push subscription; send requests on another connection')));
@@ -114,7 +114,6 @@ export class Connection implements ConnInfo {
         });
       }
     }
-    this.socket.uncork();
     if (this.slots.length >= this.host.maxPipeline && !this.readingPaused) {
       this.readingPaused = true;
       this.socket.pause();
@@ -128,14 +127,24 @@ export class Connection implements ConnInfo {
 
   private flush(): void {
     if (this.slots.length === 0 || this.slots[0]!.frame === null) return;
-    this.socket.cork();
     while (this.slots.length > 0 && this.slots[0]!.frame !== null) this.write(this.slots.shift()!.frame!);
-    this.socket.uncork();
     this.maybeResume();
   }
 
+  /**
+   * Replies produced in the same tick (a chunk of pipelined requests, a batch of verified signatures)
+   * leave in one writev: cork on the first write, uncork on nextTick.
+   */
   private write(frame: Buffer): void {
     if (this.closed) return;
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
     this.socket.write(frame);
     if (this.socket.writableLength > MAX_WRITE_BACKLOG && !this.readingPaused) {
       this.readingPaused = true;

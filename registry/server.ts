@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -19,6 +20,7 @@ import { RegistryState } from './state.js';
 import { SqliteStore } from './store/sqlite.js';
 import type { RegistryStore } from './store/types.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls.js';
+import { VerifyPool, type Verifier } from './verify-pool.js';
 
 export interface RegistryServerOptions {
   /** Overrides over DEFAULT_CONFIG (`dataDir: null` = in-memory SQLite). */
@@ -40,6 +42,7 @@ export interface ListeningInfo {
 }
 
 export const DB_FILE = 'registry.db';
+const LOOP_DELAY_RESOLUTION_MS = 5;
 
 /**
  * The registry server (SPEC §6): length-prefixed JSON over TCP or TLS, the v1 message catalogue plus
@@ -65,6 +68,7 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
   private tcp: NetServer | null = null;
   private http: HttpServer | null = null;
   private tlsMaterial: TlsMaterial | null = null;
+  private verifier: Verifier | null = null;
   private readonly connections = new Set<Connection>();
   private readonly perIp = new Map<string, number>();
   private timers: NodeJS.Timeout[] = [];
@@ -73,6 +77,7 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
   private flushing: Promise<void> | null = null;
   private state_: 'new' | 'listening' | 'closing' | 'closed' = 'new';
   private failed: Error | null = null;
+  private loopDelay: IntervalHistogram | null = null;
 
   readonly maxPipeline: number;
   readonly maxFrameBytes: number;
@@ -115,6 +120,14 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
     await this.store.open();
     const snap = await this.store.load();
     this.state = RegistryState.fromSnapshot(snap, Math.floor(this.clock.now() / 1000), this.config.staleAfterMs / 1000);
+    this.verifier =
+      this.config.verifyWorkers > 0
+        ? new VerifyPool({
+            workers: this.config.verifyWorkers,
+            keyCacheSize: this.config.keyCacheSize,
+            onError: (err) => this.log.error({ err: err.message }, 'signature worker failed; replaced'),
+          })
+        : new SignatureVerifier({ async: this.config.verifyAsync, keyCacheSize: this.config.keyCacheSize });
     this.ctx = new HandlerContext({
       state: this.state,
       store: this.store,
@@ -128,14 +141,16 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
       log: this.log,
       metrics: this.metrics,
       push: this.push,
-      verifier: new SignatureVerifier({ async: this.config.verifyAsync, keyCacheSize: this.config.keyCacheSize }),
+      verifier: this.verifier,
       replay: this.replay,
       limiter: this.limiter,
       beacons: this.beacons,
       onStoreFailure: (err) => this.onStoreFailure(err),
-      stats: () => ({ connections: this.connections.size, subscriptions: this.push.size, uptime_s: Math.floor((this.clock.now() - this.startedAt) / 1000) }),
+      stats: () => this.stats(),
     });
     this.startedAt = this.clock.now();
+    this.loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
+    this.loopDelay.enable();
 
     if (this.config.tls) {
       this.tlsMaterial = await loadTlsMaterial({ dataDir: this.config.dataDir, certFile: this.config.tlsCert, keyFile: this.config.tlsKey });
@@ -184,6 +199,21 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
     every(this.config.heartbeatFlushMs, () => void this.flushLastSeen());
     every(this.config.keepaliveMs, () => this.push.keepalive(this.clock.now()));
     every(60_000, () => this.limiter.sweep(this.clock.now()));
+  }
+
+  /** Counters for admin_stats; the event-loop delay histogram covers the time since the last call. */
+  private stats(): Record<string, unknown> {
+    const h = this.loopDelay;
+    // samples are timer intervals: subtract the sampling resolution to get the delay
+    const ms = (ns: number): number => Math.max(0, ns / 1e6 - LOOP_DELAY_RESOLUTION_MS);
+    const eventLoop = h && h.count > 0 ? { p50_ms: ms(h.percentile(50)), p99_ms: ms(h.percentile(99)), max_ms: ms(h.max) } : null;
+    h?.reset();
+    return {
+      connections: this.connections.size,
+      subscriptions: this.push.size,
+      uptime_s: Math.floor((this.clock.now() - this.startedAt) / 1000),
+      event_loop: eventLoop,
+    };
   }
 
   /** Mark nodes without a heartbeat for `staleAfterMs` offline (records kept). Returns how many. */
@@ -368,6 +398,8 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
       if (this.flushing) await this.flushing;
       if (!this.failed) await this.flushLastSeen();
     }
+    this.loopDelay?.disable();
+    await this.verifier?.close();
     await this.store.close();
     this.state_ = 'closed';
     this.log.info('registry closed');

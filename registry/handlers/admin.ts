@@ -57,6 +57,7 @@ const adminStats: Handler = {
       replay_cache_entries: ctx.replayEntries(),
       uptime_s: Number(s.uptime_s ?? 0),
       memory: { rss: mem.rss, heap_used: mem.heapUsed, external: mem.external },
+      event_loop_delay: (s.event_loop as AdminStatsOk['event_loop_delay']) ?? null,
       gc_ran: runGc,
     };
   },

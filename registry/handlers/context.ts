@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { decodeSignature, requireAdmin, type ReplayGuard, type SignatureVerifier } from '../auth.js';
+import { decodeSignature, requireAdmin, type ReplayGuard } from '../auth.js';
 import { RegistryError } from '../errors.js';
 import type { RegistryMetrics } from '../metrics.js';
 import type { PushEvent } from '../protocol/messages.js';
@@ -8,6 +8,7 @@ import type { PushHub } from '../push.js';
 import type { RateCategory, RateLimiter } from '../ratelimit.js';
 import type { NodeEntry, RegistryState } from '../state.js';
 import type { Mutation, RegistryStore } from '../store/types.js';
+import type { Verifier } from '../verify-pool.js';
 
 /** Injected time source (unix ms), so tests can drive freshness and reaping. */
 export interface Clock {
@@ -61,13 +62,14 @@ export interface HandlerContextDeps {
   log: Logger;
   metrics: RegistryMetrics;
   push: PushHub;
-  verifier: SignatureVerifier;
+  verifier: Verifier;
   replay: ReplayGuard;
   limiter: RateLimiter;
   beacons: Map<number, BeaconInfo>;
   onStoreFailure: (err: Error) => void;
   stats: () => Record<string, unknown>;
 }
+
 
 /** Everything a handler may use; one per server. */
 export class HandlerContext {

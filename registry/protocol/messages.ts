@@ -259,6 +259,8 @@ export interface AdminStatsOk {
   replay_cache_entries: number;
   uptime_s: number;
   memory: { rss: number; heap_used: number; external: number };
+  /** event-loop delay since the previous admin_stats call */
+  event_loop_delay: { p50_ms: number; p99_ms: number; max_ms: number } | null;
   gc_ran: boolean;
 }
 

@@ -37,6 +37,12 @@ t.test('relayed handshake: request → inbox → poll clears → respond accept 
   t.match(poll.requests[0], { from_node_id: a.nodeId, justification: 'please' });
   t.type(poll.requests[0]!.timestamp, 'number');
   t.same((await h.client.pollHandshakes(b)).requests, [], 'inbox cleared by the poll');
+  const before = h.dump();
+  await t.rejects(h.client.respondHandshake(b, b.nodeId, true), { code: 'bad_request' });
+  await t.rejects(h.client.respondHandshake(b, 99, true), { code: 'not_found' });
+  await t.rejects(h.client.respondHandshake({ identity: a.identity, nodeId: b.nodeId }, a.nodeId, true), { code: 'bad_signature' }, 'A cannot accept on B\'s behalf');
+  await t.rejects(h.client.request(() => ({ type: 'respond_handshake', node_id: b.nodeId, peer_id: a.nodeId, accept: 'yes', ts: Date.now(), signature: 'x' })), { code: 'bad_request' });
+  t.same(h.dump(), before, 'failed responses changed nothing');
   t.same(await h.client.respondHandshake(b, a.nodeId, true), { type: 'respond_handshake_ok', accept: true, peer_id: a.nodeId });
   t.ok(h.server.registryState.trusted(a.nodeId, b.nodeId), 'A requested + B accepted → mutual');
   const ar = await h.client.pollHandshakes(a);
