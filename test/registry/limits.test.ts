@@ -55,7 +55,7 @@ t.test('connection limits: per IP and total', async (t) => {
   t.equal((await a.request({ type: 'list_networks' })).type, 'list_networks_ok');
   a.close();
   await a.closedP;
-  await new Promise((r) => setTimeout(r, 50));
+  await waitFor(() => h.server.connectionCount < 3, 5000, 'server-side cleanup');
   const d = await RawConn.open(h.port);
   t.teardown(() => d.close());
   t.equal((await d.request({ type: 'list_networks' })).type, 'list_networks_ok', 'slot freed after close');
