@@ -55,6 +55,7 @@ export class Connection implements ConnInfo {
   ) {
     this.decoder = new FrameDecoder(host.maxFrameBytes);
     socket.setNoDelay(true);
+    socket.setKeepAlive(true, 30_000); // notice dead peers of quiet (push) connections
     socket.setTimeout(host.idleTimeoutMs);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('timeout', () => {

@@ -22,7 +22,10 @@ export class PushHub {
   private count = 0;
   dropped = 0;
 
-  constructor(private readonly maxPerNode = 4) {}
+  constructor(
+    private readonly maxPerNode = 4,
+    private readonly onDrop: () => void = () => {},
+  ) {}
 
   get size(): number {
     return this.count;
@@ -56,6 +59,7 @@ export class PushHub {
     for (const sink of [...set]) {
       if (!sink.send(frame)) {
         this.dropped++;
+        this.onDrop();
         this.remove(nodeId, sink);
       }
     }
@@ -68,6 +72,7 @@ export class PushHub {
       for (const sink of [...set]) {
         if (!sink.send(frame)) {
           this.dropped++;
+          this.onDrop();
           this.remove(nodeId, sink);
         }
       }

@@ -92,7 +92,7 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
       opts.store ??
       new SqliteStore({ path: this.config.dataDir === null ? ':memory:' : join(this.config.dataDir, DB_FILE), sync: this.config.storeSync });
     this.handlers = buildHandlerTable(opts.handlers);
-    this.push = new PushHub(this.config.maxSubscriptionsPerNode);
+    this.push = new PushHub(this.config.maxSubscriptionsPerNode, () => this.metrics.dropped.labels('push_subscriber').inc());
     this.replay = new ReplayGuard(this.config.signatureWindowMs, this.config.replayCacheMax);
     this.limiter = new RateLimiter(this.config.rateLimits);
     this.maxPipeline = this.config.maxPipeline;

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import { Identity } from '../../transport/identity.js';
-import { RegistryError } from '../../registry/errors.js';
+import { ErrorCodes, RegistryError } from '../../registry/errors.js';
 import { challenges } from '../../registry/protocol/challenges.js';
 import { encodeFrame, FrameDecoder, MAX_FRAME_BYTES, parseFrameObject } from '../../registry/protocol/framing.js';
-import { RawConn, registerNode, sign, startRegistry, TestClock } from './helpers.js';
+import { ADMIN, RawConn, registerNode, sign, startRegistry, TestClock } from './helpers.js';
 
 t.test('FrameDecoder: split, coalesced and empty frames', async (t) => {
   const d = new FrameDecoder();
@@ -179,4 +179,51 @@ t.test('one connection per node is not required; many clients share the server',
   t.teardown(() => conns.forEach((c) => c.close()));
   const replies = await Promise.all(conns.map((c, i) => c.request({ type: 'register', public_key: Identity.generate().publicKeyB64, listen_addr: `:${5000 + i}` })));
   t.same(replies.map((r) => r.node_id).sort((a, b) => Number(a) - Number(b)), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+});
+
+t.test('fuzz: random field values for every message type never crash a handler (no internal errors)', async (t) => {
+  const h = await startRegistry(t);
+  const n = await registerNode(h.client);
+  await h.client.createNetwork(ADMIN, { name: 'fuzz', joinRule: 'open' });
+  const raw = await RawConn.open(h.port);
+  t.teardown(() => raw.close());
+  const types = [
+    'register', 'lookup', 'resolve', 'heartbeat', 'deregister', 'set_visibility', 'set_hostname', 'set_tags', 'set_task_exec',
+    'resolve_hostname', 'report_trust', 'revoke_trust', 'request_handshake', 'poll_handshakes', 'respond_handshake', 'punch',
+    'rotate_key', 'get_polo_score', 'set_polo_score', 'update_polo_score', 'list_networks', 'list_nodes', 'create_network',
+    'join_network', 'leave_network', 'delete_network', 'rename_network', 'kick_member', 'get_network_policy', 'set_network_policy',
+    'beacon_register', 'beacon_list', 'admin_stats', 'subscribe',
+  ];
+  const fields = ['node_id', 'requester_id', 'peer_id', 'from_node_id', 'to_node_id', 'node_a', 'node_b', 'network_id', 'public_key', 'new_public_key',
+    'listen_addr', 'hostname', 'tags', 'public', 'enabled', 'accept', 'delta', 'polo_score', 'name', 'join_rule', 'token', 'allowed_ports',
+    'max_members', 'beacon_id', 'addr', 'justification', 'owner', 'signature', 'ts', 'admin_token', 'gc'];
+  let seed = 12345;
+  const rnd = (k: number): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % k);
+  const values = (): unknown => {
+    const pool: unknown[] = [0, 1, n.nodeId, -1, 2 ** 32, 1.5, 1e308, NaN, '', 'x', 'a'.repeat(300), '1', true, false, null, [], [1, 'a'], ['gpu'], {}, { a: 1 },
+      n.identity.publicKeyB64, Date.now(), ADMIN, 'AAAA', n.identity.signB64('x'), [80, 80], 'open', 'token', 'invite', '127.0.0.1:9'];
+    return pool[rnd(pool.length)];
+  };
+  let internal = 0;
+  let replies = 0;
+  let oks = 0;
+  const badCodes = new Set<string>();
+  for (let i = 0; i < 1500; i++) {
+    const msg: Record<string, unknown> = { type: types[rnd(types.length)] };
+    for (let f = rnd(6); f > 0; f--) msg[fields[rnd(fields.length)]!] = values();
+    if (msg.type === 'subscribe') continue; // would turn the connection into a push channel
+    const r = await raw.request(msg);
+    replies++;
+    if (r.type === 'error') {
+      if (!ErrorCodes.includes(r.code as never) || typeof r.error !== 'string') badCodes.add(String(r.code));
+      if (r.code === 'internal') {
+        internal++;
+        t.fail(`internal error for ${JSON.stringify(msg)}`);
+      }
+    } else if (/_ok$/.test(String(r.type))) oks++;
+    else badCodes.add(`reply type ${String(r.type)}`);
+  }
+  t.same([...badCodes], [], 'every error has a known code and a reason');
+  t.equal(internal, 0, `${replies} random requests (${oks} succeeded), no internal errors`);
+  t.equal((await raw.request({ type: 'lookup', node_id: n.nodeId })).type, 'lookup_ok', 'server still healthy');
 });
