@@ -184,7 +184,7 @@ export class RegistryClient {
   private readonly inflight: PendingRequest[] = [];
   private attempt = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
-  private firstOpen: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  private openWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private readonly subscriptions = new Set<Subscription>();
   private lastTs = 0;
   private corked = false;
@@ -218,9 +218,14 @@ export class RegistryClient {
   /** Connect now (if not connected); resolves once connected, rejects on the first failure. */
   open(): Promise<void> {
     if (this.socket) return Promise.resolve();
+    if (this.closed) return Promise.reject(new RegistryError('closed', 'client closed'));
     return new Promise((resolve, reject) => {
-      this.firstOpen = { resolve, reject };
-      if (!this.connecting) this.dial();
+      this.openWaiters.push({ resolve, reject });
+      if (this.reconnectTimer) {
+        clearTimeout(this.reconnectTimer);
+        this.reconnectTimer = null;
+      }
+      this.dial();
     });
   }
 
@@ -232,8 +237,9 @@ export class RegistryClient {
     return this.queue.length + this.inflight.length;
   }
 
+  /** Connect unless connected, connecting, or waiting out a reconnect backoff. */
   private dial(): void {
-    if (this.closed || this.connecting || this.socket) return;
+    if (this.closed || this.connecting || this.socket || this.reconnectTimer) return;
     this.connecting = true;
     openSocket(this.opts).then(
       (socket) => {
@@ -244,15 +250,11 @@ export class RegistryClient {
         }
         this.attempt = 0;
         this.attach(socket);
-        this.firstOpen?.resolve();
-        this.firstOpen = null;
+        for (const w of this.openWaiters.splice(0)) w.resolve();
       },
       (err: Error) => {
         this.connecting = false;
-        if (this.firstOpen) {
-          this.firstOpen.reject(err);
-          this.firstOpen = null;
-        }
+        for (const w of this.openWaiters.splice(0)) w.reject(err);
         if (err instanceof RegistryError && err.code === 'tls_pin_mismatch') this.failQueued(err);
         this.scheduleReconnect();
       },
@@ -419,6 +421,7 @@ export class RegistryClient {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
     this.failQueued(new RegistryError('closed', 'client closed'));
+    for (const w of this.openWaiters.splice(0)) w.reject(new RegistryError('closed', 'client closed'));
     await Promise.all([...this.subscriptions].map((s) => s.close()));
     const s = this.socket;
     if (s) {
@@ -636,15 +639,26 @@ export class RegistryClient {
    * after disconnects and after 3 missed keepalives; `onSubscribed` runs after every (re)subscribe so
    * the caller can `pollHandshakes` to catch up (pushes are prompts, the inbox is the record).
    */
+  subscribe(auth: NodeAuth, onEvent: (event: PushEvent) => void, opts?: SubscribeOptions): Subscription;
+  subscribe(identity: Signer, nodeId: number, onEvent: (event: PushEvent) => void, opts?: SubscribeOptions): Subscription;
   subscribe(
-    auth: NodeAuth,
-    onEvent: (event: PushEvent) => void,
-    opts: { onSubscribed?: (ok: SubscribeOk) => void; onError?: (err: Error) => void } = {},
+    a: NodeAuth | Signer,
+    b: number | ((event: PushEvent) => void),
+    c?: ((event: PushEvent) => void) | SubscribeOptions,
+    d?: SubscribeOptions,
   ): Subscription {
+    const [auth, onEvent, opts] =
+      typeof b === 'number' ? [{ identity: a as Signer, nodeId: b }, c as (event: PushEvent) => void, d ?? {}] : [a as NodeAuth, b, (c as SubscribeOptions | undefined) ?? {}];
     const sub = new Subscription(this.opts, this.clock, auth, onEvent, opts, () => this.subscriptions.delete(sub));
     this.subscriptions.add(sub);
     return sub;
   }
+}
+
+export interface SubscribeOptions {
+  /** after every (re)subscribe: poll the inbox here (pushes are prompts, the inbox is the record) */
+  onSubscribed?: (ok: SubscribeOk) => void;
+  onError?: (err: Error) => void;
 }
 
 /** A push subscription handle (see `RegistryClient.subscribe`). */

@@ -2,7 +2,7 @@
  * Public surface of the registry (SPEC §6): server, client, store interface, protocol types.
  */
 export { RegistryServer, DB_FILE, type RegistryServerOptions, type ListeningInfo } from './server.js';
-export { RegistryClient, Subscription, signFresh, openSocket, type RegistryClientOptions, type NodeAuth, type Signer, type TlsOptions, type ConnectOptions } from './client.js';
+export { RegistryClient, Subscription, signFresh, openSocket, type RegistryClientOptions, type NodeAuth, type Signer, type SubscribeOptions, type TlsOptions, type ConnectOptions } from './client.js';
 export { RegistryError, ErrorCodes, isErrorCode, type ErrorCode } from './errors.js';
 export { challenges, freshMessage } from './protocol/challenges.js';
 export { FrameDecoder, encodeFrame, parseFrameObject, MAX_FRAME_BYTES } from './protocol/framing.js';

@@ -90,7 +90,7 @@ t.test('push subscription: handshake request to a private node arrives immediate
   t.equal(poll.requests.length, 1, 'the inbox still holds the request after the push');
 
   const aEvents: PushEvent[] = [];
-  const aSub = h.client.subscribe(a, (e) => aEvents.push(e));
+  const aSub = h.client.subscribe(a.identity, a.nodeId, (e) => aEvents.push(e)); // the (identity, nodeId, onEvent) form
   await aSub.ready();
   await h.client.respondHandshake(b, a.nodeId, true);
   await waitFor(() => aEvents.length > 0, 5000, 'response push');
