@@ -49,6 +49,7 @@ const HB_RATE = arg('hb-rate', 5000);
 const LOOKUP_RATE = arg('lookup-rate', 2000);
 const STORE_SYNC = arg('store-sync', 'full');
 const PUBLIC_NODES = Math.min(1000, NODES);
+const WATCHDOG_MIN = arg('watchdog-min', 20);
 
 /** A fast signer for the generator (Identity.generate imports keys via PKCS#8, ~1 ms each). */
 class BenchKey implements Signer {
@@ -192,7 +193,17 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'pilot-bench-registry-'));
   console.log(`registry load benchmark: ${fmt(NODES)} nodes, ${CONNECTIONS} connections × window ${WINDOW}, ${SECONDS} s phases, store sync ${STORE_SYNC}`);
   console.log(`machine: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} (shared machine: figures are indicative)`);
+  // a stuck phase must not hang the whole benchmark run
+  let child: ChildProcess | null = null;
+  const watchdog = setTimeout(() => {
+    console.error(`benchmark did not finish within ${WATCHDOG_MIN} min; aborting`);
+    child?.kill('SIGKILL');
+    process.exit(2);
+  }, WATCHDOG_MIN * 60_000);
+  watchdog.unref();
   const { proc, port } = await startRegistry(dir);
+  child = proc;
+  console.log(`registry pid ${proc.pid} on 127.0.0.1:${port}`);
   const connect = (): Promise<RegistryClient> => RegistryClient.connect({ host: '127.0.0.1', port, maxPending: 1 << 20, requestTimeoutMs: 60_000 });
   const clients = await Promise.all(Array.from({ length: CONNECTIONS }, connect));
   const side = await Promise.all(Array.from({ length: 2 }, connect));
@@ -340,6 +351,7 @@ async function main(): Promise<void> {
     proc.kill('SIGTERM');
     await new Promise((r) => proc.once('exit', r));
     rmSync(dir, { recursive: true, force: true });
+    clearTimeout(watchdog);
   }
 }
 
