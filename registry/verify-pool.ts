@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { RegistryError } from './errors.js';
 
 /** Verifies Ed25519 signatures; `SignatureVerifier` (auth.ts) and `VerifyPool` implement it. */
 export interface Verifier {
@@ -25,8 +26,8 @@ interface Slot {
  * Ed25519 verification on worker threads, in batches (SPEC §6 heavy signed traffic): jobs queued in one
  * event-loop turn go out as one message per worker, so the event loop spends a few µs per signature
  * instead of the ≈160 µs a verify costs on the reference machine. Bounded by `maxQueued` (excess is
- * refused as an internal error rather than queued without limit). A crashed worker fails its batches
- * and is replaced.
+ * refused with `unavailable` rather than queued without limit). A crashed worker fails its batches
+ * (as internal errors) and is replaced.
  */
 export class VerifyPool implements Verifier {
   private readonly slots: Slot[] = [];
@@ -73,7 +74,9 @@ export class VerifyPool implements Verifier {
 
   verify(publicKeyB64: string, message: string, signature: Buffer): Promise<boolean> {
     if (this.closed) return Promise.reject(new Error('verifier closed'));
-    if (this.queued >= (this.opts.maxQueued ?? 100_000)) return Promise.reject(new Error('signature verification queue is full'));
+    if (this.queued >= (this.opts.maxQueued ?? 100_000)) {
+      return Promise.reject(new RegistryError('unavailable', 'signature verification is overloaded; retry shortly'));
+    }
     this.queued++;
     return new Promise((resolve, reject) => {
       this.queue.push({ key: publicKeyB64, msg: message, sig: signature, resolve, reject });
