@@ -48,7 +48,7 @@ export async function startRegistry(
     config: { dataDir: null, listen: '127.0.0.1:0', adminToken: ADMIN, rateLimits: NO_LIMITS, ...opts.config },
   });
   const info = await server.listen();
-  const client = await RegistryClient.connect({ host: '127.0.0.1', port: info.registry.port, clock: opts.clock, requestTimeoutMs: 5000 });
+  const client = await RegistryClient.connect({ host: '127.0.0.1', port: info.registry.port, clock: opts.clock, requestTimeoutMs: 15_000 });
   t.teardown(async () => {
     await client.close();
     await server.close();
@@ -119,7 +119,7 @@ export class RawConn {
   }
 
   /** Next frame, or null if the connection closed first. */
-  next(timeoutMs = 5000): Promise<Record<string, unknown> | null> {
+  next(timeoutMs = 15_000): Promise<Record<string, unknown> | null> {
     const f = this.frames.shift();
     if (f) return Promise.resolve(f);
     if (this.closed) return Promise.resolve(null);
@@ -154,7 +154,7 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Poll `cond` until true (for asynchronous effects such as pushes), failing after `ms`. */
-export async function waitFor(cond: () => boolean, ms = 5000, what = 'condition'): Promise<void> {
+export async function waitFor(cond: () => boolean, ms = 15_000, what = 'condition'): Promise<void> {
   const end = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);

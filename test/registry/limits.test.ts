@@ -55,7 +55,7 @@ t.test('connection limits: per IP and total', async (t) => {
   t.equal((await a.request({ type: 'list_networks' })).type, 'list_networks_ok');
   a.close();
   await a.closedP;
-  await waitFor(() => h.server.connectionCount < 3, 5000, 'server-side cleanup');
+  await waitFor(() => h.server.connectionCount < 3, 15_000, 'server-side cleanup');
   const d = await RawConn.open(h.port);
   t.teardown(() => d.close());
   t.equal((await d.request({ type: 'list_networks' })).type, 'list_networks_ok', 'slot freed after close');
@@ -66,7 +66,7 @@ t.test('idle connections are closed', async (t) => {
   const a = await RawConn.open(h.port);
   await a.closedP;
   t.ok(a.closed, 'server closed the idle connection');
-  await waitFor(() => h.server.connectionCount <= 1, 5000, 'server-side cleanup');
+  await waitFor(() => h.server.connectionCount <= 1, 15_000, 'server-side cleanup');
   t.pass('connection slot released');
 });
 

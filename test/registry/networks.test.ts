@@ -153,7 +153,7 @@ t.test('membership and policy changes are pushed to members', async (t) => {
   await h.client.setNetworkPolicy(ADMIN, id, { allowedPorts: [80] });
   await h.client.kickMember(ADMIN, id, b.nodeId);
   await h.client.deleteNetwork(ADMIN, id);
-  await waitFor(() => events.length >= 4, 5000, '4 events');
+  await waitFor(() => events.length >= 4, 15_000, '4 events');
   t.match(events, [
     { event: 'network_membership', network_id: id, node_id: b.nodeId, action: 'join' },
     { event: 'network_policy', network_id: id, allowed_ports: [80], max_members: 0 },

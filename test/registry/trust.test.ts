@@ -84,7 +84,7 @@ t.test('push subscription: handshake request to a private node arrives immediate
   t.match(ok, { type: 'subscribe_ok', node_id: b.nodeId, pending: { requests: 0, responses: 0 } });
   t.equal(h.server.subscriptionCount, 1);
   await h.client.requestHandshake(a, b.nodeId, 'let me in');
-  await waitFor(() => events.length > 0, 5000, 'push');
+  await waitFor(() => events.length > 0, 15_000, 'push');
   t.match(events[0], { type: 'push', event: 'handshake_request', node_id: b.nodeId, from_node_id: a.nodeId, justification: 'let me in' });
   const poll = await h.client.pollHandshakes(b);
   t.equal(poll.requests.length, 1, 'the inbox still holds the request after the push');
@@ -93,15 +93,15 @@ t.test('push subscription: handshake request to a private node arrives immediate
   const aSub = h.client.subscribe(a.identity, a.nodeId, (e) => aEvents.push(e)); // the (identity, nodeId, onEvent) form
   await aSub.ready();
   await h.client.respondHandshake(b, a.nodeId, true);
-  await waitFor(() => aEvents.length > 0, 5000, 'response push');
+  await waitFor(() => aEvents.length > 0, 15_000, 'response push');
   t.match(aEvents[0], { event: 'handshake_response', node_id: a.nodeId, from_node_id: b.nodeId, accept: true });
 
   await h.client.revokeTrust(a, b.nodeId);
-  await waitFor(() => events.some((e) => e.event === 'trust_revoked'), 5000, 'revoke push');
+  await waitFor(() => events.some((e) => e.event === 'trust_revoked'), 15_000, 'revoke push');
   t.match(events.find((e) => e.event === 'trust_revoked'), { node_id: b.nodeId, from_node_id: a.nodeId });
   await sub.close();
   await aSub.close();
-  await waitFor(() => h.server.subscriptionCount === 0, 5000, 'subscriptions gone');
+  await waitFor(() => h.server.subscriptionCount === 0, 15_000, 'subscriptions gone');
 });
 
 t.test('subscribe: reports pending inbox, needs a valid fresh signature, connection is push-only', async (t) => {
@@ -134,13 +134,13 @@ t.test('subscription resubscribes after the registry connection drops; pending e
   // kill the server side of the subscription
   for (const conn of (h.server as unknown as { connections: Set<{ isSubscription: boolean; destroy(): void }> }).connections) if (conn.isSubscription) conn.destroy();
   await h.client.requestHandshake(a, b.nodeId, 'while you were away');
-  await waitFor(() => subscribed >= 2, 5000, 'resubscription');
+  await waitFor(() => subscribed >= 2, 15_000, 'resubscription');
   t.equal(sub.subscriptions, 2);
   const poll = await client.pollHandshakes(b);
   t.match(poll.requests, [{ from_node_id: a.nodeId, justification: 'while you were away' }], 'nothing lost');
   const c = await registerNode(h.client);
   await h.client.requestHandshake(c, b.nodeId);
-  await waitFor(() => events.some((e) => e.event === 'handshake_request' && e.from_node_id === c.nodeId), 5000, 'push after resubscribe');
+  await waitFor(() => events.some((e) => e.event === 'handshake_request' && e.from_node_id === c.nodeId), 15_000, 'push after resubscribe');
 });
 
 t.test('at most 4 subscriptions per node: the oldest is closed', async (t) => {
