@@ -19,7 +19,7 @@
  *                                    [--hb-rate R] [--lookup-rate R] [--store-sync full|normal]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -51,15 +51,23 @@ const STORE_SYNC = arg('store-sync', 'full');
 const PUBLIC_NODES = Math.min(1000, NODES);
 const WATCHDOG_MIN = arg('watchdog-min', 20);
 
-/** A fast signer for the generator (Identity.generate imports keys via PKCS#8, ~1 ms each). */
+/**
+ * A fast signer for the generator (Identity.generate imports keys via PKCS#8, ~1 ms each). Keys come out
+ * of the generation job as JWK and are imported again: exporting a freshly generated KeyObject can
+ * deadlock on Node 20 (a GC during the export finalises the job, which locks the same key mutex).
+ */
 class BenchKey implements Signer {
   readonly publicKeyB64: string;
-  constructor(private readonly key: KeyObject, publicKey: KeyObject) {
-    this.publicKeyB64 = Buffer.from(publicKey.export({ format: 'jwk' }).x!, 'base64url').toString('base64');
+  private readonly key: KeyObject;
+  constructor(jwk: { kty?: string; crv?: string; d?: string; x?: string }) {
+    this.key = createPrivateKey({ key: jwk, format: 'jwk' });
+    this.publicKeyB64 = Buffer.from(jwk.x!, 'base64url').toString('base64');
   }
   static generate(): BenchKey {
-    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-    return new BenchKey(privateKey, publicKey);
+    const { privateKey } = generateKeyPairSync('ed25519', { privateKeyEncoding: { format: 'jwk' }, publicKeyEncoding: { format: 'jwk' } } as never) as unknown as {
+      privateKey: { kty: string; crv: string; d: string; x: string };
+    };
+    return new BenchKey(privateKey);
   }
   signB64(message: string): string {
     return sign(null, Buffer.from(message), this.key).toString('base64');
