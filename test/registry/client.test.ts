@@ -88,7 +88,7 @@ t.test('request timeout; the connection is reopened; pending queue is bounded', 
   await t.rejects(p1, { code: 'timeout' });
   await p2.catch(() => {});
   await waitFor(() => fake.connections() >= 2, 3000, 'reconnect');
-  t.same(await c.listNetworks(), { type: 'list_networks_ok', networks: [] }, 'works again on the fresh connection');
+  t.same(await c.request(() => ({ type: 'list_networks' }), { timeoutMs: 15_000 }), { type: 'list_networks_ok', networks: [] }, 'works again on the fresh connection');
 });
 
 t.test('close() fails pending requests with closed', async (t) => {
