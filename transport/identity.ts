@@ -16,9 +16,12 @@ export class Identity {
   ) {}
 
   static generate(): Identity {
-    const { privateKey } = generateKeyPairSync('ed25519');
-    const jwk = privateKey.export({ format: 'jwk' });
-    return Identity.fromSeed(Buffer.from(jwk.d!, 'base64url'));
+    // Encode inside the key-generation job: exporting a freshly generated KeyObject can deadlock on
+    // Node 20 when a GC during the export finalises the generation job (both lock the key's mutex).
+    const { privateKey } = generateKeyPairSync('ed25519', { privateKeyEncoding: { format: 'jwk' }, publicKeyEncoding: { format: 'jwk' } } as never) as unknown as {
+      privateKey: { d: string };
+    };
+    return Identity.fromSeed(Buffer.from(privateKey.d, 'base64url'));
   }
 
   static fromSeed(seed: Uint8Array): Identity {

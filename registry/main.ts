@@ -1,0 +1,278 @@
+#!/usr/bin/env node
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { readFileSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import pino, { type Logger } from 'pino';
+import { PilotError } from '../transport/errors.js';
+import { configFromEnv, loadConfigFile, resolveConfig, splitHostPort, type PartialConfig, type RegistryConfig } from './config.js';
+import { DB_FILE, RegistryServer } from './server.js';
+import { importSnapshot } from './store/snapshot.js';
+import { SqliteStore } from './store/sqlite.js';
+
+/**
+ * `pilot-registry`: the registry (TCP/TLS :9000) and, once wired, the beacon (UDP :9001) in one
+ * process (SPEC §1). Config: defaults ← `--config FILE` ← env `PILOT_*` ← flags.
+ *
+ *   pilot-registry [--listen H:P] [--beacon H:P | --no-beacon] [--data-dir D] [--admin-token T] ...
+ *   pilot-registry import-snapshot FILE --data-dir DIR
+ *   pilot-registry beacon [...]        (beacon alone; wired by the natpunch integration)
+ */
+
+/** A running beacon, as main.ts needs it (the natpunch package provides the implementation). */
+export interface BeaconHandle {
+  close(): Promise<void>;
+}
+
+/**
+ * BEACON SEAM. The beacon lives in natpunch/ and is wired here: start it on `config.beacon` with
+ * `legacyBeacon` deciding whether unsigned discovers are accepted, and give it `registry` (null for
+ * `pilot-registry beacon` alone) for `publicKeyOf(nodeId)` (proof of key before binding an endpoint)
+ * and `canResolve(requester, target)` (no private endpoints to strangers). Returns null while unwired.
+ */
+export async function startBeacon(config: RegistryConfig, registry: RegistryServer | null, log: Logger): Promise<BeaconHandle | null> {
+  void registry;
+  log.warn({ beacon: config.beacon }, 'beacon is not built into this binary yet; running the registry only');
+  return null;
+}
+
+function hostPort(what: string) {
+  return (value: string): string => {
+    try {
+      splitHostPort(value, what);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+    return value;
+  };
+}
+
+export type CliCommand =
+  | { kind: 'serve'; config: RegistryConfig; warnings: string[] }
+  | { kind: 'beacon'; config: RegistryConfig; warnings: string[] }
+  | { kind: 'import'; file: string; dataDir: string }
+  | { kind: 'exit'; code: number };
+
+interface ServeFlags {
+  listen?: string;
+  beacon?: string | boolean;
+  dataDir?: string;
+  adminToken?: string;
+  http?: string;
+  tls?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  legacySignatures?: boolean;
+  legacyBeacon?: boolean;
+  config?: string;
+  storeSync?: 'full' | 'normal';
+  logLevel?: RegistryConfig['logLevel'];
+}
+
+function addServeOptions(cmd: Command): Command {
+  return cmd
+    .option('--listen <host:port>', 'registry TCP address (default 0.0.0.0:9000)', hostPort('--listen'))
+    .option('--beacon <host:port>', 'beacon UDP address (default 0.0.0.0:9001)', hostPort('--beacon'))
+    .option('--no-beacon', 'do not run the beacon')
+    .option('--data-dir <dir>', 'data directory: SQLite database and TLS material (default ~/.pilot/registry)')
+    .option('--admin-token <token>', 'admin token for the admin API (or PILOT_ADMIN_TOKEN); none = admin API disabled')
+    .option('--http <host:port>', 'serve /metrics and /healthz on this address', hostPort('--http'))
+    .option('--tls', 'serve TLS (self-signed ECDSA P-256 certificate kept in the data dir unless --tls-cert/--tls-key)')
+    .option('--tls-cert <file>', 'PEM certificate (implies --tls)')
+    .option('--tls-key <file>', 'PEM private key (implies --tls)')
+    .option('--legacy-signatures', 'also accept bare v1 signature challenges (no ts; replayable)')
+    .option('--legacy-beacon', 'let the beacon accept unsigned v1 discover messages')
+    .option('--config <file>', 'JSON config file (v1 keys accepted)')
+    .addOption(new Option('--store-sync <mode>', 'SQLite sync: full (survives power loss) or normal (survives crashes)').choices(['full', 'normal']))
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']));
+}
+
+function flagsToConfig(f: ServeFlags): PartialConfig {
+  const c: PartialConfig = {};
+  if (f.listen !== undefined) c.listen = f.listen;
+  if (typeof f.beacon === 'string') c.beacon = f.beacon;
+  if (f.beacon === false) c.noBeacon = true;
+  if (f.dataDir !== undefined) c.dataDir = f.dataDir;
+  if (f.adminToken !== undefined) c.adminToken = f.adminToken;
+  if (f.http !== undefined) c.http = f.http;
+  if (f.tls) c.tls = true;
+  if (f.tlsCert !== undefined) c.tlsCert = f.tlsCert;
+  if (f.tlsKey !== undefined) c.tlsKey = f.tlsKey;
+  if (f.legacySignatures) c.legacySignatures = true;
+  if (f.legacyBeacon) c.legacyBeacon = true;
+  if (f.storeSync !== undefined) c.storeSync = f.storeSync;
+  if (f.logLevel !== undefined) c.logLevel = f.logLevel;
+  return c;
+}
+
+function buildConfig(f: ServeFlags, env: NodeJS.ProcessEnv): { config: RegistryConfig; warnings: string[] } {
+  const file = f.config ? loadConfigFile(f.config) : { config: {}, warnings: [] };
+  return { config: resolveConfig(file.config, configFromEnv(env), flagsToConfig(f)), warnings: file.warnings };
+}
+
+/**
+ * Parse the command line. Help and usage errors are written to `out`/`err` and returned as
+ * `{kind:'exit'}` (usage errors: one line, code 1).
+ */
+export function parseCli(argv: string[], env: NodeJS.ProcessEnv, out: (s: string) => void, err: (s: string) => void): CliCommand {
+  let result: CliCommand | null = null;
+  const program = new Command('pilot-registry')
+    .description('Pilot registry: rendezvous server for pilot daemons (registry TCP/TLS + beacon UDP)')
+    .enablePositionalOptions()
+    .exitOverride()
+    .configureOutput({ writeOut: out, writeErr: err, outputError: (s, write) => write(s.split('\n')[0] + '\n') });
+  addServeOptions(program).action((flags: ServeFlags) => {
+    const { config, warnings } = buildConfig(flags, env);
+    result = { kind: 'serve', config, warnings };
+  });
+  program
+    .command('import-snapshot')
+    .description('import a v1 registry JSON snapshot into an empty data dir (keeps node IDs)')
+    .argument('<file>', 'v1 snapshot JSON')
+    .requiredOption('--data-dir <dir>', 'data directory to import into')
+    .exitOverride()
+    .configureOutput({ writeOut: out, writeErr: err, outputError: (s, write) => write(s.split('\n')[0] + '\n') })
+    .action((file: string, flags: { dataDir: string }) => {
+      result = { kind: 'import', file, dataDir: flags.dataDir };
+    });
+  addServeOptions(
+    program
+      .command('beacon')
+      .description('run the beacon alone (no registry)')
+      .exitOverride()
+      .configureOutput({ writeOut: out, writeErr: err, outputError: (s, write) => write(s.split('\n')[0] + '\n') }),
+  ).action((flags: ServeFlags) => {
+    const { config, warnings } = buildConfig(flags, env);
+    result = { kind: 'beacon', config, warnings };
+  });
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) return { kind: 'exit', code: e.exitCode === 0 ? 0 : 1 };
+    if (e instanceof PilotError) {
+      err(`pilot-registry: ${e.message}\n`);
+      return { kind: 'exit', code: 1 };
+    }
+    throw e;
+  }
+  return result ?? { kind: 'exit', code: 1 };
+}
+
+async function serve(config: RegistryConfig, warnings: string[]): Promise<void> {
+  const log = pino({ level: config.logLevel, base: { name: 'pilot-registry', pid: process.pid } }, pino.destination(2));
+  for (const w of warnings) log.warn(w);
+  const server = new RegistryServer({ config, logger: log });
+  let beacon: BeaconHandle | null = null;
+  let stopping = false;
+  const stop = async (code: number): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ code }, 'shutting down');
+    const force = setTimeout(() => process.exit(code || 1), 10_000);
+    force.unref();
+    try {
+      await beacon?.close();
+      await server.close();
+    } catch (e) {
+      log.error({ err: (e as Error).message }, 'error during shutdown');
+      code = code || 1;
+    }
+    process.exit(code);
+  };
+  process.on('SIGTERM', () => void stop(0));
+  process.on('SIGINT', () => void stop(0));
+  server.on('fatal', () => void stop(1));
+  log.info(
+    {
+      listen: config.listen,
+      data_dir: config.dataDir,
+      admin_api: config.adminToken !== undefined,
+      tls: config.tls,
+      legacy_signatures: config.legacySignatures,
+      beacon: config.noBeacon ? null : config.beacon,
+    },
+    'starting',
+  );
+  let info;
+  try {
+    info = await server.listen();
+  } catch (e) {
+    process.stderr.write(`pilot-registry: cannot start: ${(e as Error).message}\n`);
+    await server.close().catch(() => {});
+    process.exit(1);
+  }
+  // the "listening on" line comes last: scripts wait for it and then find the fingerprint above it
+  if (info.tlsFingerprint) process.stdout.write(`tls fingerprint (sha-256 of the leaf certificate): ${info.tlsFingerprint}\n`);
+  if (info.http) process.stdout.write(`metrics on http://${info.http.address}:${info.http.port}/metrics\n`);
+  process.stdout.write(`pilot-registry listening on ${info.registry.address}:${info.registry.port}${info.tlsFingerprint ? ' (tls)' : ''}\n`);
+  if (!config.noBeacon) beacon = await startBeacon(config, server, log); // ← the lead wires natpunch here
+}
+
+async function runImport(file: string, dataDir: string): Promise<number> {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    process.stderr.write(`pilot-registry: cannot read snapshot ${file}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  const store = new SqliteStore({ path: join(dataDir, DB_FILE) });
+  try {
+    await store.open();
+    const summary = await importSnapshot(store, json);
+    process.stdout.write(`${JSON.stringify({ imported: file, data_dir: dataDir, ...summary })}\n`);
+    return 0;
+  } catch (e) {
+    process.stderr.write(`pilot-registry: import failed: ${(e as Error).message}\n`);
+    return 1;
+  } finally {
+    await store.close();
+  }
+}
+
+export async function main(argv = process.argv.slice(2), env = process.env): Promise<void> {
+  const cmd = parseCli(
+    argv,
+    env,
+    (s) => process.stdout.write(s),
+    (s) => process.stderr.write(s),
+  );
+  switch (cmd.kind) {
+    case 'exit':
+      process.exit(cmd.code);
+      break;
+    case 'import':
+      process.exit(await runImport(cmd.file, cmd.dataDir));
+      break;
+    case 'beacon': {
+      const log = pino({ level: cmd.config.logLevel, base: { name: 'pilot-beacon', pid: process.pid } }, pino.destination(2));
+      const beacon = await startBeacon(cmd.config, null, log);
+      if (!beacon) {
+        process.stderr.write('pilot-registry: beacon is not built into this binary yet\n');
+        process.exit(1);
+      }
+      const stop = (): void => void beacon.close().finally(() => process.exit(0));
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+      break;
+    }
+    case 'serve':
+      await serve(cmd.config, cmd.warnings);
+      break;
+  }
+}
+
+function isEntryPoint(): boolean {
+  try {
+    return process.argv[1] !== undefined && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href;
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  main().catch((e: unknown) => {
+    process.stderr.write(`pilot-registry: ${(e as Error).message}\n`);
+    process.exit(1);
+  });
+}
