@@ -83,6 +83,8 @@ export interface TaskRecord {
   time_cpu_ms?: number;
   result_path?: string;
   reward?: number;
+  /** Position in the accept order (keeps the queue order across restarts even within one millisecond). */
+  queue_seq?: number;
 }
 
 const TASK_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -199,6 +201,7 @@ export class TaskService implements Service {
   private readonly submitted = new Map<string, TaskRecord>();
   /** Accepted, not yet executing, in accept order. */
   private queueIds: string[] = [];
+  private queueSeq = 0;
   private readonly conns: ConnectionSet;
   private readonly log: ServiceLogger;
   private readonly now: () => number;
@@ -240,8 +243,9 @@ export class TaskService implements Service {
     }
     this.queueIds = [...this.received.values()]
       .filter((r) => r.status === 'ACCEPTED')
-      .sort((a, b) => Date.parse(a.accepted_at ?? a.created_at) - Date.parse(b.accepted_at ?? b.created_at))
+      .sort((a, b) => (a.queue_seq ?? 0) - (b.queue_seq ?? 0) || Date.parse(a.accepted_at ?? a.created_at) - Date.parse(b.accepted_at ?? b.created_at))
       .map((r) => r.task_id);
+    for (const r of this.received.values()) this.queueSeq = Math.max(this.queueSeq, r.queue_seq ?? 0);
   }
 
   /** Start the 10 s sweep timer (v1 timeouts). */
@@ -426,6 +430,7 @@ export class TaskService implements Service {
       rec.status = 'ACCEPTED';
       rec.accepted_at = this.iso();
       rec.time_idle_ms = this.now() - Date.parse(rec.created_at);
+      rec.queue_seq = ++this.queueSeq;
       this.queueIds.push(rec.task_id);
       if (this.queueIds.length === 1) rec.staged_at = rec.accepted_at;
       await this.persist('received', rec);
