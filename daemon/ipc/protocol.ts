@@ -849,3 +849,72 @@ export const arg = {
     }
   },
 };
+
+// ---------------------------------------------------------------------------------------------------
+// Flow-control bookkeeping (the same arithmetic on both sides of the socket)
+
+/**
+ * Receive credit of one connection, kept by the daemon: how many more bytes it may put into `data`
+ * events. The SDK keeps the mirror image (what it granted minus what it received).
+ */
+export class RecvCredit {
+  private credit: number;
+
+  constructor(initial = IPC_DEFAULT_RECV_CREDIT) {
+    if (!Number.isInteger(initial) || initial < 0 || initial > IPC_MAX_RECV_CREDIT) throw new IpcError('bad_credit', `initial credit out of range: ${initial}`);
+    this.credit = initial;
+  }
+
+  get available(): number {
+    return this.credit;
+  }
+
+  /** Add credit from a `credit` request. Throws IpcError('bad_credit') for bad or excessive grants. */
+  grant(bytes: number): number {
+    if (!Number.isInteger(bytes) || bytes <= 0) throw new IpcError('bad_credit', `credit grant must be a positive integer, got ${bytes}`);
+    if (this.credit + bytes > IPC_MAX_RECV_CREDIT) throw new IpcError('bad_credit', `outstanding credit would exceed ${IPC_MAX_RECV_CREDIT} bytes`);
+    this.credit += bytes;
+    return this.credit;
+  }
+
+  /** Size of the next `data` event given `pending` buffered bytes (0 = must wait for credit). */
+  nextChunk(pending: number): number {
+    return Math.min(this.credit, IPC_MAX_DATA_CHUNK, pending);
+  }
+
+  /** Record a `data` event of `n` bytes. */
+  consume(n: number): void {
+    if (n > this.credit) throw new IpcError('bad_credit', `data event of ${n} bytes exceeds the remaining credit ${this.credit}`);
+    this.credit -= n;
+  }
+}
+
+/**
+ * Unanswered `send` bytes of one connection. The SDK waits while `!canSend(n)`; the daemon calls
+ * `admit(n)` per request (throws `send_window_exceeded` when a client ignores the window) and
+ * `release(n)` when it answers the request.
+ */
+export class SendWindow {
+  private outstanding = 0;
+
+  constructor(readonly window = IPC_DEFAULT_SEND_WINDOW) {}
+
+  get inFlight(): number {
+    return this.outstanding;
+  }
+
+  /** A send of `n` bytes fits now (an empty window always admits one chunk, so progress is guaranteed). */
+  canSend(n: number): boolean {
+    return this.outstanding === 0 || this.outstanding + n <= this.window;
+  }
+
+  admit(n: number): void {
+    if (n > IPC_MAX_DATA_CHUNK) throw new IpcError('send_window_exceeded', `send of ${n} bytes exceeds the ${IPC_MAX_DATA_CHUNK}-byte chunk limit`);
+    if (!this.canSend(n)) throw new IpcError('send_window_exceeded', `${this.outstanding + n} unanswered bytes exceed the ${this.window}-byte send window`);
+    this.outstanding += n;
+  }
+
+  release(n: number): void {
+    this.outstanding = Math.max(0, this.outstanding - n);
+  }
+}

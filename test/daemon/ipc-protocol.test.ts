@@ -296,3 +296,32 @@ t.test('argument helpers validate with named errors', async (t) => {
   t.throws(() => arg.addr(m, 'a'), { code: 'bad_address' });
   t.equal(arg.addr({ a: '0:0000.0000.002A' }, 'a').node, 42);
 });
+
+t.test('flow-control bookkeeping: receive credit and send window', async (t) => {
+  const { RecvCredit, SendWindow, IPC_MAX_DATA_CHUNK, IPC_MAX_RECV_CREDIT, IPC_DEFAULT_SEND_WINDOW } = await import('../../daemon/ipc/protocol.js');
+  const c = new RecvCredit(100_000);
+  t.equal(c.nextChunk(1_000_000), 100_000, 'limited by credit');
+  c.consume(100_000);
+  t.equal(c.nextChunk(5), 0, 'no credit: daemon stops delivering (and reading that stream)');
+  t.throws(() => c.consume(1), { code: 'bad_credit' });
+  c.grant(IPC_MAX_DATA_CHUNK * 2);
+  t.equal(c.nextChunk(10 * IPC_MAX_DATA_CHUNK), IPC_MAX_DATA_CHUNK, 'limited by the chunk size');
+  t.equal(c.nextChunk(10), 10, 'limited by what is buffered');
+  t.throws(() => c.grant(0), { code: 'bad_credit' });
+  t.throws(() => c.grant(IPC_MAX_RECV_CREDIT), { code: 'bad_credit' }, 'outstanding credit bounded');
+  t.throws(() => new RecvCredit(-1), { code: 'bad_credit' });
+
+  const w = new SendWindow();
+  t.equal(w.window, IPC_DEFAULT_SEND_WINDOW);
+  let sent = 0;
+  while (w.canSend(IPC_MAX_DATA_CHUNK)) {
+    w.admit(IPC_MAX_DATA_CHUNK);
+    sent += IPC_MAX_DATA_CHUNK;
+  }
+  t.equal(sent, IPC_DEFAULT_SEND_WINDOW, 'window filled exactly');
+  t.throws(() => w.admit(1), { code: 'send_window_exceeded' }, 'daemon refuses a client that ignores the window');
+  w.release(IPC_MAX_DATA_CHUNK);
+  t.ok(w.canSend(IPC_MAX_DATA_CHUNK), 'an answer reopens the window');
+  t.throws(() => new SendWindow(10).admit(IPC_MAX_DATA_CHUNK + 1), { code: 'send_window_exceeded' });
+  t.ok(new SendWindow(10).canSend(IPC_MAX_DATA_CHUNK), 'an empty window always admits one chunk');
+});
