@@ -16,6 +16,7 @@
 import type { Duplex } from 'node:stream';
 import { Ports } from '../../transport/address.js';
 import type { HandshakePendingEntry, HandshakeTrustedEntry } from '../ipc/protocol.js';
+import { finish } from '../services/conns.js';
 import { silentLogger, type ServiceContext, type ServiceLogger } from '../services/types.js';
 import { HANDSHAKE_MAX_BYTES, HandshakeError, createHandshakeMessage, type HandshakeMessage, type HandshakeType, type HandshakeVerifier } from './handshake.js';
 import { TrustError, unixSeconds, type TrustStore } from './store.js';
@@ -269,8 +270,8 @@ export class HandshakeLogic {
       this.fx.emit('security.handshake_rejected', { from: ctx.remote, code });
     } finally {
       this.conns.delete(conn);
-      conn.end();
-      conn.destroy();
+      // The v1 sender closes ~500 ms after its write; close our side gently (FIN, then destroy on a grace timer).
+      void finish(conn, 2000);
     }
   }
 
