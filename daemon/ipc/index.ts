@@ -1,0 +1,2 @@
+export * from './protocol.js';
+export { ByteQueue } from './bytequeue.js';

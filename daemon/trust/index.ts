@@ -1,0 +1,3 @@
+export * from './store.js';
+export * from './handshake.js';
+export * from './logic.js';
