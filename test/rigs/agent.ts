@@ -127,6 +127,15 @@ export class UdpSocket {
     }
   }
 
+  /** Cancels this socket's pending repeated sends; resolves once the agent confirmed (nothing more goes out). */
+  async stopSending(): Promise<void> {
+    this.agent.command({ cmd: 'stop', id: this.id });
+    await this.agent.proc.waitForLine((l) => {
+      const e = parse(l);
+      return e?.ev === 'stopped' && e.id === this.id;
+    }, 10_000, `stop confirmation for socket ${this.id}`);
+  }
+
   close(): void {
     this.agent.command({ cmd: 'close', id: this.id });
   }

@@ -24,3 +24,4 @@ export {
 export { UdpAgent, UdpSocket, type Datagram, type Endpoint } from './agent.js';
 export { LineReader, waitForLine, type LineMatch } from './lines.js';
 export { RigError } from './errors.js';
+export { World, SILENCE_MS, type PunchResult } from './world.js';

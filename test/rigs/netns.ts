@@ -151,6 +151,21 @@ async function setSysctls(ns: string, values: Record<string, string | number>, o
 // ---------------------------------------------------------------------------------------------------
 // Availability probing
 
+/** Rig ids of throwaway probe namespaces in use by this process (so sweepStale leaves them alone). */
+const liveProbeIds = new Set<string>();
+
+/** `natrig-<pid>-<hex>-probe`: swept like any rig namespace if the process dies mid-probe. */
+function probeNamespace(): string {
+  const id = `${DEFAULT_PREFIX}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  liveProbeIds.add(id);
+  return `${id}-probe`;
+}
+
+function probeDone(ns: string): Promise<void> {
+  liveProbeIds.delete(ns.slice(0, -'-probe'.length));
+  return run('ip', ['netns', 'del', ns]).then(() => {}, () => {});
+}
+
 let availability: Promise<{ ok: true } | { ok: false; reason: string }> | undefined;
 
 /**
@@ -179,7 +194,7 @@ async function probeAvailability(): Promise<{ ok: true } | { ok: false; reason: 
       return { ok: false, reason: `\`${cmd}\` is not installed (Debian package ${pkg}: apt-get install -y ${pkg})` };
     }
   }
-  const ns = `natrigprobe-${process.pid}-${randomBytes(2).toString('hex')}`;
+  const ns = probeNamespace();
   try {
     await run('ip', ['netns', 'add', ns]);
     await run('ip', ['-n', ns, 'link', 'add', 'name', 'va', 'type', 'veth', 'peer', 'name', 'vb']);
@@ -193,7 +208,7 @@ async function probeAvailability(): Promise<{ ok: true } | { ok: false; reason: 
   } catch (err) {
     return { ok: false, reason: `cannot build network namespaces here: ${(err as Error).message}` };
   } finally {
-    await run('ip', ['netns', 'del', ns]).catch(() => {});
+    await probeDone(ns);
   }
 }
 
@@ -202,7 +217,7 @@ let impairSupport: Promise<ImpairmentSupport> | undefined;
 /** What link impairment this kernel offers (probed once, in a throwaway namespace). */
 export function impairmentSupport(): Promise<ImpairmentSupport> {
   impairSupport ??= (async () => {
-    const ns = `natrigprobe-${process.pid}-${randomBytes(2).toString('hex')}`;
+    const ns = probeNamespace();
     const ok = (p: Promise<unknown>) => p.then(() => true, () => false);
     try {
       await run('ip', ['netns', 'add', ns]);
@@ -214,7 +229,7 @@ export function impairmentSupport(): Promise<ImpairmentSupport> {
     } catch {
       return { netem: false, tbf: false, nftLoss: false };
     } finally {
-      await run('ip', ['netns', 'del', ns]).catch(() => {});
+      await probeDone(ns);
     }
   })();
   return impairSupport;
@@ -385,7 +400,7 @@ export async function listRigNamespaces(prefix = DEFAULT_PREFIX): Promise<string
 export async function sweepStale(prefix = DEFAULT_PREFIX): Promise<string[]> {
   if (!PREFIX_RE.test(prefix)) throw new RigError('invalid_name', `bad rig prefix ${JSON.stringify(prefix)}`);
   const re = new RegExp(`^${prefix}-(\\d+)-([0-9a-f]+)-`);
-  const mine = new Set([...liveRigs].map((r) => r.id));
+  const mine = new Set([...liveRigs].map((r) => r.id).concat([...liveProbeIds]));
   const removed: string[] = [];
   for (const ns of await listNamespaces()) {
     const m = re.exec(ns);

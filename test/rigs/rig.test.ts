@@ -95,8 +95,9 @@ async function main(): Promise<void> {
 
     const sleeper = pc.spawn('sleep', ['60'], { stdio: 'ignore' });
     t.ok(sleeper.pid);
-    const pids = (await run('ip', ['netns', 'pids', pc.ns])).stdout.split(/\s+/);
-    t.ok(pids.includes(String(sleeper.pid)), 'the spawned process lives in the host namespace');
+    // `ip netns exec` enters the namespace just before it execs the command: poll briefly.
+    const inNs = async () => (await run('ip', ['netns', 'pids', pc.ns])).stdout.split(/\s+/).includes(String(sleeper.pid));
+    t.ok(await eventually(inNs), 'the spawned process lives in the host namespace');
 
     const node = pc.node(fileURLToPath(new URL('./udp-agent.js', import.meta.url)));
     t.match(await node.waitForLine('"ready"'), '{"ev":"ready"}');

@@ -7,10 +7,12 @@
  *                                                     "what's my address" server: every datagram is
  *                                                     answered with {"observed":{"ip","port"},"data":…}
  *   {"cmd":"send","id":"s1","ip":"…","port":1,"data":"…","repeat":1,"intervalMs":50}
+ *   {"cmd":"stop","id":"s1"}                          cancel the socket's pending repeated sends
  *   {"cmd":"close","id":"s1"}
  *   {"cmd":"exit"}
  * Events (stdout):
  *   {"ev":"ready"}  {"ev":"bound","id","port"}  {"ev":"recv","id","from","port","data"}  {"ev":"closed","id"}
+ *   {"ev":"stopped","id"}
  *   {"ev":"error","id"?,"error"}
  * Exits when stdin ends (so it never outlives its driver).
  */
@@ -29,7 +31,13 @@ interface Command {
 }
 
 const sockets = new Map<string, dgram.Socket>();
-const timers = new Set<NodeJS.Timeout>();
+/** Repeated-send timers per socket id. */
+const timers = new Map<string, Set<NodeJS.Timeout>>();
+
+function stopSending(id: string): void {
+  for (const t of timers.get(id) ?? []) clearInterval(t);
+  timers.delete(id);
+}
 
 function emit(ev: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify(ev) + '\n');
@@ -88,15 +96,24 @@ function handle(c: Command): void {
           once();
           if (--left <= 0) {
             clearInterval(timer);
-            timers.delete(timer);
+            timers.get(id)?.delete(timer);
           }
         }, interval);
-        timers.add(timer);
+        let set = timers.get(id);
+        if (!set) timers.set(id, (set = new Set()));
+        set.add(timer);
       }
+      return;
+    }
+    case 'stop': {
+      const id = str(c.id, 'id');
+      stopSending(id);
+      emit({ ev: 'stopped', id });
       return;
     }
     case 'close': {
       const id = str(c.id, 'id');
+      stopSending(id);
       const s = sockets.get(id);
       sockets.delete(id);
       if (s) s.close(() => emit({ ev: 'closed', id }));
@@ -112,7 +129,7 @@ function handle(c: Command): void {
 }
 
 function shutdown(): void {
-  for (const t of timers) clearInterval(t);
+  for (const id of [...timers.keys()]) stopSending(id);
   for (const s of sockets.values()) s.close();
   sockets.clear();
   process.exit(0);
