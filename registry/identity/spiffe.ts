@@ -104,6 +104,7 @@ function trustDomainOf(rule: SpiffeRule, id: SpiffeId): SpiffeTrustDomain {
 export async function verifyX509Svid(rule: SpiffeRule, proof: JoinProof, ctx: JoinContext, deps: SpiffeDeps): Promise<VerifiedIdentity> {
   const chain = parsePresentedChain(proof.svid_chain!);
   const leaf = chain[0]!;
+  if (leaf.node.ca) refuse('leaf_is_ca', 'the presented certificate is a CA certificate, not an X.509-SVID leaf');
   const san = subjectAltNames(leaf);
   if (san.uri.length !== 1) refuse('spiffe_id_invalid', `an X.509-SVID must carry exactly one URI SAN, this one has ${san.uri.length}`);
   const id = parseId(san.uri[0], 'X.509-SVID URI SAN');

@@ -46,7 +46,8 @@ export function parsePemCertificates(text: string): ParsedCert[] {
 }
 
 export function parsePemCrls(text: string): px.X509Crl[] {
-  return pemBlocks(text, 'X509 CRL').map((der) => new px.X509Crl(der));
+  // RFC 7468 says "X509 CRL"; some tools (including @peculiar/x509) write "CRL".
+  return [...pemBlocks(text, 'X509 CRL'), ...pemBlocks(text, 'CRL')].map((der) => new px.X509Crl(der));
 }
 
 /** Parse the chain a node presents (leaf first). Refuses with cert_malformed / chain_too_long. */
@@ -151,7 +152,8 @@ function sigAlgOid(der: Buffer): string | null {
     if (der[p++] !== 0x30) return null;
     readLen();
     if (der[p++] !== 0x30) return null;
-    p += readLen(); // skip tbs
+    const tbsLen = readLen(); // (not `p += readLen()`: p would be read before readLen advances it)
+    p += tbsLen;
     if (der[p++] !== 0x30) return null;
     readLen();
     if (der[p++] !== 0x06) return null;
@@ -198,8 +200,9 @@ function sameDer(a: ParsedCert, b: ParsedCert): boolean {
   return a.der.equals(b.der);
 }
 
+/** RFC 5280 "self-issued": subject and issuer names are the same (no keyUsage check, unlike checkIssued). */
 function isSelfIssued(c: ParsedCert): boolean {
-  return c.node.subject === c.node.issuer && c.node.checkIssued(c.node);
+  return c.node.subject === c.node.issuer;
 }
 
 function signedBy(child: ParsedCert, issuer: ParsedCert): boolean {
@@ -244,7 +247,7 @@ export function validateChain(presented: ParsedCert[], opts: ChainOptions): Pars
       if (nameMatches.length > 0) refuse('cert_signature_invalid', `signature on ${describe(cur)} does not verify with its issuer's key`);
       refuse('chain_untrusted', `no path from ${describe(leaf)} to a trusted root (issuer ${JSON.stringify(cur.px.issuer)} unknown)`);
     }
-    if (isSelfIssued(next)) refuse('chain_untrusted', `chain ends at self-signed ${describe(next)}, which is not in the trust bundle`);
+    if (isSelfIssued(next) && signedBy(next, next)) refuse('chain_untrusted', `chain ends at self-signed ${describe(next)}, which is not in the trust bundle`);
     path.push(next);
   }
 
