@@ -71,7 +71,8 @@ export async function verifyLdap(rule: LdapRule, user: unknown, password: unknow
   const tls: ConnectionOptions = { minVersion: 'TLSv1.2', ...(rule.tls_ca ? { ca: rule.tls_ca } : {}), ...(deps.tlsOptions ?? {}) };
   const clients: Client[] = [];
   const open = async (): Promise<Client> => {
-    const c = new Client({ url: rule.url, timeout, connectTimeout: timeout, tlsOptions: tls, strictDN: false });
+    // ldapts wraps the socket in TLS whenever tlsOptions is given, so pass it only for ldaps://.
+    const c = new Client({ url: rule.url, timeout, connectTimeout: timeout, strictDN: false, ...(rule.url.startsWith('ldaps:') ? { tlsOptions: tls } : {}) });
     clients.push(c);
     if (rule.start_tls) await c.startTLS(tls);
     return c;
