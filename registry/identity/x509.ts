@@ -37,7 +37,14 @@ function pemBlocks(text: string, label: string): Buffer[] {
 
 export function parseDerCertificate(der: Buffer): ParsedCert {
   // Both parsers must agree the bytes are a certificate; either throwing means malformed.
-  return { node: new NodeX509(der), px: new px.X509Certificate(der), der };
+  const c = { node: new NodeX509(der), px: new px.X509Certificate(der), der };
+  // Touch every lazily decoded field now, so malformed content fails here (cert_malformed) and not mid-check.
+  void [c.px.subject, c.px.issuer, c.px.notBefore, c.px.notAfter, c.px.serialNumber, c.node.publicKey];
+  for (const e of c.px.extensions) void e.type;
+  c.px.getExtension(px.BasicConstraintsExtension);
+  c.px.getExtension(px.KeyUsagesExtension);
+  c.px.getExtension(px.ExtendedKeyUsageExtension);
+  return c;
 }
 
 /** Parse every CERTIFICATE block. Throws a plain Error (callers wrap it in their typed error). */

@@ -2,8 +2,9 @@
  * Enterprise-PKI join rule with a real root → intermediate → leaf hierarchy and real CRLs.
  */
 import t from 'tap';
+import { randomBytes } from 'node:crypto';
 import * as px from '@peculiar/x509';
-import { IdentityVerifier, parseIdentityRule, type CaRule } from '../../registry/identity/index.js';
+import { IdentityVerifier, IdentityVerificationError, parseIdentityRule, type CaRule, type SpiffeRule } from '../../registry/identity/index.js';
 import { makeRoot, issue, selfSigned, chainPem, signPop, makeCrl, type CertOptions } from './fixtures/pki.js';
 import { TestClock } from './fixtures/http.js';
 import { refused, joinContext } from './fixtures/assert.js';
@@ -117,4 +118,39 @@ t.test('CRLs: signature by the issuing CA, validity window, serial lookup', asyn
   await refused(t, v.verify(withCrls([], { require_crl: true }), proof, ctx), 'crl_missing', 'require_crl with no CRL');
   await refused(t, v.verify(withCrls([await makeCrl(inter, [])], { require_crl: true }), proof, ctx), 'crl_missing', 'require_crl: the root has no CRL for the intermediate');
   t.ok(await v.verify(withCrls([await makeCrl(inter, []), await makeCrl(root, [])], { require_crl: true }), proof, ctx), 'require_crl with CRLs for every issuer: admitted');
+});
+
+t.test('fuzz: garbage, truncated and bit-flipped chains are refused with typed errors only', async (t) => {
+  const root = await makeRoot({ name: 'CN=Fuzz Root' });
+  const leaf = await issue(root, { name: 'CN=fuzz', eku: [CLIENT_AUTH] });
+  const rule = parseIdentityRule({ kind: 'ca', roots: root.pem }) as CaRule;
+  const spiffe = parseIdentityRule({ kind: 'spiffe', trust_domains: { 'a.com': { bundle: root.pem } }, allow: ['spiffe://a.com/**'] }) as SpiffeRule;
+  const v = new IdentityVerifier();
+  t.teardown(() => v.close());
+  const ctx = joinContext(Date.now());
+  const der = Buffer.from(leaf.cert.rawData);
+  const wrap = (b: Buffer) => `-----BEGIN CERTIFICATE-----\n${b.toString('base64')}\n-----END CERTIFICATE-----`;
+  const samples: string[] = ['', 'garbage', '-----BEGIN CERTIFICATE-----', wrap(Buffer.alloc(0)), `${wrap(der)}\n${'-----BEGIN CERTIFICATE-----\nAAAA'}`];
+  for (let i = 0; i < 150; i++) {
+    const b = Buffer.from(der);
+    if (i % 3 === 0) samples.push(wrap(b.subarray(0, Math.floor(Math.random() * b.length))));
+    else if (i % 3 === 1) {
+      for (let k = 0; k < 1 + (i % 4); k++) b[Math.floor(Math.random() * b.length)] ^= 1 << (i % 8);
+      samples.push(wrap(b));
+    } else samples.push(wrap(randomBytes(1 + Math.floor(Math.random() * 600))));
+  }
+  let typed = 0;
+  for (const s of samples) {
+    for (const [r, proof] of [[rule, { cert_chain: s, pop_signature: signPop(leaf, ctx) }], [spiffe, { svid_chain: s, pop_signature: signPop(leaf, ctx) }]] as const) {
+      try {
+        await v.verify(r, proof, ctx);
+        // A flip inside an unsigned region can leave a valid certificate; that is fine only if it still verifies.
+      } catch (err) {
+        if (err instanceof IdentityVerificationError && err.code !== 'internal_error') typed++;
+        else t.fail(`untyped or internal error: ${String(err)} ${(err as { cause?: unknown }).cause}`);
+      }
+    }
+  }
+  t.ok(typed > samples.length, `garbage refused with typed codes (${typed})`);
+  t.equal(v.stats().refused.internal_error ?? 0, 0, 'no internal errors');
 });
