@@ -7,6 +7,7 @@
  */
 import { Client, InvalidCredentialsError, type Entry } from 'ldapts';
 import type { ConnectionOptions } from 'node:tls';
+import { isIP } from 'node:net';
 import { IdentityVerificationError, refuse } from './errors.js';
 import type { LdapRule } from './rules.js';
 import type { VerifiedIdentity } from './types.js';
@@ -68,7 +69,15 @@ export async function verifyLdap(rule: LdapRule, user: unknown, password: unknow
   if (typeof password !== 'string' || password.length === 0) refuse('ldap_empty_password', 'an empty password would be an anonymous bind: refused');
   if (password.length > MAX_PASSWORD) refuse('ldap_user_invalid', `password longer than ${MAX_PASSWORD} characters`);
   const timeout = rule.timeout_ms ?? deps.defaultTimeoutMs;
-  const tls: ConnectionOptions = { minVersion: 'TLSv1.2', ...(rule.tls_ca ? { ca: rule.tls_ca } : {}), ...(deps.tlsOptions ?? {}) };
+  // Name the host explicitly: ldapts' StartTLS would otherwise check the certificate against "localhost".
+  const host = new URL(rule.url).hostname.replace(/^\[|\]$/g, '');
+  const tls: ConnectionOptions = {
+    minVersion: 'TLSv1.2',
+    host,
+    ...(isIP(host) ? {} : { servername: host }),
+    ...(rule.tls_ca ? { ca: rule.tls_ca } : {}),
+    ...(deps.tlsOptions ?? {}),
+  };
   const clients: Client[] = [];
   const open = async (): Promise<Client> => {
     // ldapts wraps the socket in TLS whenever tlsOptions is given, so pass it only for ldaps://.

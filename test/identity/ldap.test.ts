@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { IdentityVerifier, parseIdentityRule, escapeDnValue, escapeFilterValue, type LdapRule } from '../../registry/identity/index.js';
 import { startSlapd, sampleLdif, SLAPD_BIN, LDAPADD_BIN, type SlapdHandle } from './fixtures/slapd.js';
 import { refused, joinContext } from './fixtures/assert.js';
+import { makeRoot, issue } from './fixtures/pki.js';
 
 const skip = SLAPD_BIN && LDAPADD_BIN ? false : 'slapd / ldapadd not installed (Debian: apt-get install slapd ldap-utils)';
 const BASE = 'dc=example,dc=org';
@@ -95,4 +96,24 @@ t.test('slapd', { skip }, async (t) => {
     const dead = parseIdentityRule({ kind: 'ldap', url: `ldap://127.0.0.1:${port === 1 ? 2 : 1}`, allow_plain: true, user_dn_template: `uid={user},${BASE}`, timeout_ms: 500 }) as LdapRule;
     await refused(t, login(dead, 'alice', 'alice-password'), 'ldap_unavailable', 'connection refused');
   });
+});
+
+t.test('slapd over TLS: ldaps:// and StartTLS with the directory CA pinned in the rule', { skip }, async (t) => {
+  const ca = await makeRoot({ name: 'CN=Directory CA', alg: 'rsa' });
+  const server = await issue(ca, { name: 'CN=127.0.0.1', alg: 'rsa', san: [{ type: 'ip', value: '127.0.0.1' }], eku: ['1.3.6.1.5.5.7.3.1'], keyUsage: 0x01 | 0x04 });
+  const keyPem = server.privateKey.export({ format: 'pem', type: 'pkcs8' }) as string;
+  const slapd = (await startSlapd(t, { tls: { certPem: server.pem, keyPem } })) as SlapdHandle;
+  await slapd.ldapadd(sampleLdif(BASE));
+  const v = new IdentityVerifier({ ldapTimeoutMs: 3000 });
+  t.teardown(() => v.close());
+  const ctx = joinContext(Date.now());
+  const dnTemplate = `uid={user},ou=people,${BASE}`;
+  const ldaps = parseIdentityRule({ kind: 'ldap', url: slapd.ldapsUrl!, tls_ca: ca.pem, user_dn_template: dnTemplate }) as LdapRule;
+  t.equal((await v.verify(ldaps, { ldap_user: 'alice', ldap_password: 'alice-password' }, ctx)).subject, `uid=alice,ou=people,${BASE}`, 'ldaps:// bind');
+  const startTls = parseIdentityRule({ kind: 'ldap', url: slapd.url, start_tls: true, tls_ca: ca.pem, user_dn_template: dnTemplate }) as LdapRule;
+  t.ok(await v.verify(startTls, { ldap_user: 'alice', ldap_password: 'alice-password' }, ctx), 'StartTLS bind');
+  await refused(t, v.verify(startTls, { ldap_user: 'alice', ldap_password: 'nope-password' }, ctx), 'ldap_bind_failed', 'wrong password over StartTLS');
+  const otherCa = await makeRoot({ name: 'CN=Other CA' });
+  const untrusted = parseIdentityRule({ kind: 'ldap', url: slapd.ldapsUrl!, tls_ca: otherCa.pem, user_dn_template: dnTemplate }) as LdapRule;
+  await refused(t, v.verify(untrusted, { ldap_user: 'alice', ldap_password: 'alice-password' }, ctx), 'ldap_unavailable', 'directory certificate from an unpinned CA');
 });
