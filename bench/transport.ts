@@ -14,25 +14,63 @@ export interface TransportBenchOptions {
   only?: string[] | undefined;
 }
 
-/** Time one bulk transfer between a sender and a receiver peer process of the same kind. */
-export async function measureStream(peer: string, bytes: number, args: string[] = []): Promise<number> {
+export interface Impairment {
+  loss: number;
+  delayMs: number;
+}
+
+export interface StreamRun {
+  mbps: number;
+  /** SHA-256 of what was sent and what arrived (only with `hash`). */
+  sentSha256?: string;
+  recvSha256?: string;
+  bytes: number;
+}
+
+/**
+ * Time one bulk transfer between a sender and a receiver peer process of the same kind, optionally
+ * through the impairment proxy (a third process) and with SHA-256 over the bytes on both ends.
+ */
+export async function runStream(peer: string, bytes: number, o: { args?: string[]; impair?: Impairment; hash?: boolean } = {}): Promise<StreamRun> {
+  const args = o.args ?? [];
   const recv = new BenchChild(join(here, 'peers', `${peer}.js`), ['recv', ...args]);
   const send = new BenchChild(join(here, 'peers', `${peer}.js`), ['send', ...args]);
+  const proxy = o.impair ? new BenchChild(join(here, 'impair-proxy.js')) : null;
   try {
     const r = await recv.request({ type: 'setup' }, 'ready');
     const s = await send.request({ type: 'setup' }, 'ready');
-    await Promise.all([recv.request({ ...s, type: 'connect' }, 'connected'), send.request({ ...r, type: 'connect' }, 'connected')]);
-    await recv.request({ type: 'expect', bytes }, 'expecting');
+    let viaForSend: number | undefined;
+    let viaForRecv: number | undefined;
+    if (proxy && o.impair) {
+      const p = await proxy.request({ type: 'setup', port: r.port, loss: o.impair.loss, delayMs: o.impair.delayMs }, 'ready');
+      viaForSend = p.portA as number;
+      viaForRecv = p.portB as number;
+    }
+    await Promise.all([
+      recv.request({ ...s, type: 'connect', via: viaForRecv }, 'connected'),
+      send.request({ ...r, type: 'connect', via: viaForSend }, 'connected'),
+    ]);
+    await recv.request({ type: 'expect', bytes, hash: o.hash === true }, 'expecting');
     const done = recv.next('done', 600_000);
+    const sent = send.next('sent', 600_000);
     const start = process.hrtime.bigint();
-    send.send({ type: 'run', bytes });
+    send.send({ type: 'run', bytes, hash: o.hash === true });
     const result = await done;
     const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    const sentMsg = await sent;
     if ((result.bytes as number) < bytes) throw new Error(`${peer}: received ${String(result.bytes)} of ${bytes} bytes`);
-    return bytes / MiB / seconds;
+    return {
+      mbps: bytes / MiB / seconds,
+      bytes: result.bytes as number,
+      ...(o.hash ? { sentSha256: sentMsg.sha256 as string, recvSha256: result.sha256 as string } : {}),
+    };
   } finally {
-    await Promise.all([recv.close(), send.close()]);
+    await Promise.all([recv.close(), send.close(), proxy?.close()]);
   }
+}
+
+export async function measureStream(peer: string, bytes: number, args: string[] = [], impair?: Impairment): Promise<number> {
+  return (await runStream(peer, bytes, { args, ...(impair ? { impair } : {}) })).mbps;
 }
 
 /** One-way AEAD seal + send loop, no reliability: the ceiling for 1200-byte datagrams. */
@@ -64,6 +102,12 @@ export async function transportBench(o: TransportBenchOptions): Promise<BenchRes
   if (want('baseline.tcp')) add('baseline.tcp', await runs(o.runs, () => measureStream('tcp', o.bytes)));
   if (want('baseline.udx_secretstream')) add('baseline.udx_secretstream', await runs(o.runs, () => measureStream('udx', o.bytes)));
   if (want('transport.raw_ceiling_1200')) add('transport.raw_ceiling_1200', await runs(o.runs, () => measureRawCeiling(o.bytes)));
+  if (want('transport.stream')) add('transport.stream', await runs(o.runs, () => measureStream('pilot', o.bytes)), 'PMTU probing');
+  if (want('transport.stream_1200')) add('transport.stream_1200', await runs(o.runs, () => measureStream('pilot', o.bytes, ['--udp-payload', '1200'])));
+  // Impaired runs move less data: at 20 ms RTT a 256 MiB transfer would mostly measure the ramp-up tail.
+  const lossBytes = Math.min(o.bytes, 64 * MiB);
+  if (want('transport.loss0_rtt20')) add('transport.loss0_rtt20', await runs(o.runs, () => measureStream('pilot', lossBytes, [], { loss: 0, delayMs: 10 })));
+  if (want('transport.loss1_rtt20')) add('transport.loss1_rtt20', await runs(o.runs, () => measureStream('pilot', lossBytes, [], { loss: 0.01, delayMs: 10 })));
   return results;
 }
 
