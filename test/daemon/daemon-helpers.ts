@@ -65,7 +65,7 @@ export async function startRegistry(t: Tap, opts: { port?: number; dataDir?: str
 
 export async function daemonConfig(dir: string, registryPort: number, extra: string[] = []): Promise<DaemonConfig> {
   const cl = await loadDaemonConfig(
-    ['--registry', `127.0.0.1:${registryPort}`, '--listen', '127.0.0.1:0', '--socket', join(dir, 'pilot.sock'), '--data-dir', dir, '--keepalive', '1s', ...extra],
+    ['--registry', `127.0.0.1:${registryPort}`, '--listen', '127.0.0.1:0', '--socket', join(dir, 'pilot.sock'), '--data-dir', dir, ...(extra.includes('--keepalive') ? [] : ['--keepalive', '1s']), ...extra],
     { env: {} },
   );
   if (cl.kind !== 'run') throw new Error('help?');
