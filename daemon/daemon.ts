@@ -301,7 +301,8 @@ export class Daemon implements IpcDaemonApi {
 
   private async heartbeat(): Promise<void> {
     try {
-      await this.registry.heartbeat(this.auth());
+      // A heartbeat not answered within one interval counts as failed (the client would wait 10 s).
+      await withTimeout(this.registry.heartbeat(this.auth()), Math.max(1000, this.config.keepaliveMs));
       this.counters.heartbeats++;
       this.heartbeatFailures = 0;
       // v1: poll the handshake inbox after each successful heartbeat (pushes are prompts, this is the record).

@@ -153,8 +153,16 @@ export class PeerManager {
   /** Make sure the tunnel knows where `node` is (before a dial). */
   async ensurePath(node: number): Promise<void> {
     const t = this.opts.transport.tunnel;
-    if (t.hasPeer(node) && t.peer(node)?.endpoint) return;
-    const path = await (this.opts.resolvePath ?? this.resolveDirect)(node);
+    const known = t.hasPeer(node) && t.peer(node)?.endpoint;
+    // A peer with live sessions is where it is; otherwise ask again (it may have restarted elsewhere).
+    if (known && this.opts.transport.host.connectionList().some((c) => c.remote.node === node && !c.isTimeWaitOrClosed)) return;
+    let path: PeerPath;
+    try {
+      path = await (this.opts.resolvePath ?? this.resolveDirect)(node);
+    } catch (err) {
+      if (known) return; // registry unreachable or refusing: keep the path we have
+      throw err;
+    }
     this.opts.transport.addPeer(node, path.endpoint, path.relay);
     // Prefetch the key/networks so the key exchange and admission do not wait on the registry later.
     void this.lookup(node);
