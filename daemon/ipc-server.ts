@@ -567,6 +567,11 @@ class IpcClient {
   /** Move held bytes to the client as far as credit (extension) or the socket (v1) allows. */
   private pump(b: Bridge): void {
     if (this.dead) return;
+    if (b.localClosed) {
+      // After a local close only the final 'closed' event (extension) is still owed.
+      if (b.closeInfo) this.finishBridge(b, b.closeInfo.code, b.closeInfo.reason);
+      return;
+    }
     while (b.heldBytes > 0) {
       let n: number;
       if (b.credit) {

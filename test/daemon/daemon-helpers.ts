@@ -243,3 +243,18 @@ export async function until<T>(fn: () => T | Promise<T>, timeoutMs = 10_000, wha
     await sleep(50);
   }
 }
+
+/** Make two daemons trust each other through their IPC sockets (handshake + approve). */
+export async function trustPair(ia: RawIpc, ib: RawIpc, aNode: number, bNode: number): Promise<void> {
+  await ia.ok('handshake_send', { node: bNode, justification: 'test' });
+  await until(async () => ((await ib.ok('handshake_pending', {})).pending as unknown[]).length > 0, 10_000, 'pending');
+  await ib.ok('handshake_approve', { node: aNode });
+  await until(async () => ((await ia.ok('handshake_trusted', {})).trusted as Array<{ node_id: number }>).some((x) => x.node_id === bNode), 10_000, 'trusted');
+}
+
+/** Length-prefixed raw frame. */
+export function frame(body: Uint8Array): Buffer {
+  const h = Buffer.alloc(4);
+  h.writeUInt32BE(body.length, 0);
+  return Buffer.concat([h, body]);
+}
