@@ -22,7 +22,7 @@ import { Admission } from './admission.js';
 import type { DaemonConfig } from './config.js';
 import { DataDir } from './datadir.js';
 import { IpcServer, type IpcDaemonApi } from './ipc-server.js';
-import type { HandshakeCommand, HandshakeResult, IpcMap, JsonObject } from './ipc/protocol.js';
+import { event as ipcEvent, type HandshakeCommand, type HandshakeResult, type IpcMap, type JsonObject } from './ipc/protocol.js';
 import { PeerManager, parseEndpoint, type PeerPath } from './peers.js';
 import { createBuiltinServices, type BuiltinServices, type Service } from './services/index.js';
 import { HandshakeLogic, HandshakeVerifier, TrustStore, encodeHandshakeMessage, type HandshakeMessage } from './trust/index.js';
@@ -187,7 +187,7 @@ export class Daemon implements IpcDaemonApi {
         revokeTrust: async (peer) => void (await this.registry.revokeTrust(this.auth(), peer)),
         lookupPublicKey: async (peer) => (await this.peers.lookup(peer, true))?.publicKeyB64 || null,
         tearDownPeer: (peer) => this.tearDownPeer(peer, 'trust revoked'),
-        emit: (e, d) => this.webhook.emit(e, d),
+        emit: (e, d) => this.emit(e, d),
         sharedNetwork: (peer) => {
           const rec = this.peers.get(peer);
           for (const n of rec?.networks ?? []) if (n !== 0 && this.myNetworks.has(n)) return n;
@@ -206,7 +206,7 @@ export class Daemon implements IpcDaemonApi {
         if (n === this.nodeId) await this.registry.updatePoloScore(this.auth(), delta);
       },
       dial: async (addr, port) => this.dial(await this.resolveTarget(addr), port),
-      emit: (e, d) => this.webhook.emit(e, d),
+      emit: (e, d) => this.emit(e, d),
       logger: this.log.child({ c: 'services' }),
     });
     for (const s of this.services.list) this.serve(s);
@@ -251,6 +251,18 @@ export class Daemon implements IpcDaemonApi {
     await this.webhook?.close().catch(() => undefined);
     this.closed = true;
     this.log.info({ node_id: this.nodeId }, 'daemon stopped');
+  }
+
+  /** Event fan-out: webhooks (v1 event set) and, for trust changes, an IPC `trust` event. */
+  emit(name: string, data: Record<string, unknown>): void {
+    this.webhook.emit(name, data);
+    if (this.ipc && (name.startsWith('handshake.') || name.startsWith('trust.'))) {
+      const node = typeof data.node_id === 'number' ? data.node_id : 0;
+      const fields: { kind: string; node: number; justification?: string; reason?: string } = { kind: name, node };
+      if (typeof data.justification === 'string') fields.justification = data.justification;
+      if (typeof data.reason === 'string') fields.reason = data.reason;
+      this.ipc.broadcast(ipcEvent('trust', fields));
+    }
   }
 
   // ================================================================================================
@@ -359,7 +371,7 @@ export class Daemon implements IpcDaemonApi {
           const peer = e.from_node_id;
           if (this.trustStore.isTrusted(peer)) {
             await this.trustStore.revoke(peer);
-            this.webhook.emit('trust.revoked_by_peer', { node_id: peer });
+            this.emit('trust.revoked_by_peer', { node_id: peer });
           }
           this.tearDownPeer(peer, 'trust revoked by peer');
           break;

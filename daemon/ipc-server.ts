@@ -130,6 +130,11 @@ export class IpcServer {
     return this.clients.size;
   }
 
+  /** Send an event to every connected client that spoke the extension protocol (e.g. trust changes). */
+  broadcast(m: IpcMessage): void {
+    for (const c of this.clients) if (c.extension) c.send(m);
+  }
+
   async close(): Promise<void> {
     const server = this.server;
     this.server = null;
@@ -172,6 +177,8 @@ class IpcClient {
   private readonly dgrams = new Map<number, { s: DatagramSocket; v1: boolean }>();
   private sendWindow = IPC_DEFAULT_SEND_WINDOW;
   private dead = false;
+  /** Has sent at least one extension request (v1 clients must not see 0x22 events). */
+  extension = false;
   private readonly maxBacklog: number;
   private readonly d: IpcDaemonApi;
   private readonly log: Logger | undefined;
@@ -229,6 +236,7 @@ class IpcClient {
       return;
     }
     if (m.type === 'request') {
+      this.extension = true;
       void this.onRequest(m.id, m.body.op, m.body);
       return;
     }
@@ -658,6 +666,10 @@ class IpcClient {
   }
 
   // ----- output -----------------------------------------------------------------------------------
+
+  send(m: IpcMessage): void {
+    this.write(m);
+  }
 
   private write(m: IpcMessage): void {
     if (this.dead) return;

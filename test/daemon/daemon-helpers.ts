@@ -42,7 +42,7 @@ export interface RegistryHandle {
 }
 
 /** In-process registry on 127.0.0.1 (port 0 = any); durable when `dataDir` is given. */
-export async function startRegistry(t: Tap, opts: { port?: number; dataDir?: string | null } = {}): Promise<RegistryHandle> {
+export async function startRegistry(t: Tap, opts: { port?: number; dataDir?: string | null; tls?: boolean } = {}): Promise<RegistryHandle & { fingerprint: string }> {
   const server = new RegistryServer({
     logger: pino({ level: 'silent' }),
     config: {
@@ -50,6 +50,7 @@ export async function startRegistry(t: Tap, opts: { port?: number; dataDir?: str
       listen: `127.0.0.1:${opts.port ?? 0}`,
       adminToken: ADMIN,
       rateLimits: NO_LIMITS,
+      ...(opts.tls ? { tls: true } : {}),
     } as never,
   });
   const info = await server.listen();
@@ -60,7 +61,7 @@ export async function startRegistry(t: Tap, opts: { port?: number; dataDir?: str
     await server.close();
   };
   t.teardown(close);
-  return { server, port: info.registry.port, close };
+  return { server, port: info.registry.port, close, fingerprint: info.tlsFingerprint ?? '' };
 }
 
 export async function daemonConfig(dir: string, registryPort: number, extra: string[] = []): Promise<DaemonConfig> {
