@@ -81,7 +81,11 @@ export class Daemon implements IpcDaemonApi {
   /** Network ID → allowed ports (empty = all). */
   private readonly policies = new Map<number, number[]>();
   private readonly serviceConns = new Set<Duplex>();
-  readonly counters = { heartbeats: 0, heartbeatFailures: 0, reregistrations: 0, pushes: 0, revocationsApplied: 0 };
+  /** Network ID → member node IDs (broadcast fan-out), refreshed every 10 s and on membership pushes. */
+  private readonly memberCache = new Map<number, { at: number; nodes: number[] }>();
+  readonly counters = {
+    heartbeats: 0, heartbeatFailures: 0, reregistrations: 0, pushes: 0, revocationsApplied: 0, broadcastsSent: 0, broadcastsDropped: 0,
+  };
 
   constructor(private readonly opts: DaemonOptions) {
     this.log = opts.log ?? pino({ level: 'silent' });
@@ -377,6 +381,7 @@ export class Daemon implements IpcDaemonApi {
           break;
         }
         case 'network_membership': {
+          this.memberCache.delete(e.network_id);
           const member = e.action === 'join';
           if (e.action === 'delete') {
             this.myNetworks.delete(e.network_id);
@@ -467,8 +472,40 @@ export class Daemon implements IpcDaemonApi {
     });
   }
 
-  private onBroadcast(_pkt: Buffer): void {
-    // Broadcast fan-out to network members is not wired yet (needs list_nodes per network).
+  /**
+   * Broadcast datagram (SPEC §4, `N:FFFF.FFFF.FFFF`): fan the packet out to every member of network N we
+   * can reach; each receiver's admission applies N's port policy. Only networks we are a member of.
+   */
+  private onBroadcast(pkt: Buffer): void {
+    const net = pkt.length >= 16 ? pkt.readUInt16BE(10) : 0;
+    if (net === 0 || !this.myNetworks.has(net)) {
+      this.counters.broadcastsDropped++;
+      return;
+    }
+    const copy = Buffer.from(pkt);
+    void this.fanOut(net, copy).catch((err: Error) => this.log.debug({ net, err: err.message }, 'broadcast fan-out failed'));
+  }
+
+  private async fanOut(net: number, pkt: Buffer): Promise<void> {
+    let cached = this.memberCache.get(net);
+    if (!cached || Date.now() - cached.at > 10_000) {
+      const r = await this.registry.listNodes(net, this.auth());
+      cached = { at: Date.now(), nodes: r.nodes.map((n) => n.node_id).slice(0, 1024) };
+      this.memberCache.set(net, cached);
+    }
+    this.counters.broadcastsSent++;
+    await Promise.all(
+      cached.nodes
+        .filter((n) => n !== this.nodeId)
+        .map(async (n) => {
+          try {
+            await this.peers.ensurePath(n);
+            this.transport.tunnel.send(n, pkt);
+          } catch {
+            /* unreachable member (private, untrusted): skipped */
+          }
+        }),
+    );
   }
 
   // ================================================================================================
@@ -512,8 +549,11 @@ export class Daemon implements IpcDaemonApi {
 
   async sendDatagram(addr: Addr, port: number, data: Buffer, srcPort?: number): Promise<void> {
     this.assertRunning();
-    if (addr.node === BROADCAST_NODE) throw new PilotError('unavailable', 'broadcast datagrams are not available');
-    await this.peers.ensurePath(addr.node);
+    if (addr.node === BROADCAST_NODE) {
+      if (addr.network === 0 || !this.myNetworks.has(addr.network)) {
+        throw new PilotError('not_allowed', `broadcast needs membership of a network (not ${addr.network})`);
+      }
+    } else await this.peers.ensurePath(addr.node);
     this.host.sendDatagram(addr, port, data, srcPort);
   }
 

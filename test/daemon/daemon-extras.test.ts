@@ -60,6 +60,16 @@ t.test('trust events, webhooks, datagrams, membership kick', async (t) => {
   const net = await admin.createNetwork(ADMIN, { name: 'crew', joinRule: 'open' });
   await ib.ok('network_join', { network_id: net.network_id });
   await ic.ok('network_join', { network_id: net.network_id });
+  // Broadcast datagram to the network reaches members.
+  await ia.ok('network_join', { network_id: net.network_id });
+  await ia.ok('datagram_bind', { port: 6100 });
+  await ic.ok('datagram_send', { addr: `${new Addr(net.network_id, 0xffffffff).toString()}`, port: 6100, data: Buffer.from('to all') });
+  const bc = await ia.event('datagram', (e) => e.port === 6100);
+  t.equal(Buffer.from(bc.data as Uint8Array).toString(), 'to all', 'broadcast delivered to a member');
+  t.equal(bc.src_addr, new Addr(net.network_id, c.nodeId).toString());
+  const notMember = await ia.call('datagram_send', { addr: new Addr(999, 0xffffffff).toString(), port: 6100, data: Buffer.from('x') });
+  t.equal(notMember.code, 'not_allowed', 'broadcast only into networks we belong to');
+
   const conn = await ic.ok('dial', { addr: new Addr(net.network_id, b.nodeId).toString(), port: 7, timeout_ms: 5000 });
   await ic.ok('send', { conn: conn.conn as number, data: Buffer.from('member') });
   t.equal((await ic.readBytes(conn.conn as number, 6)).toString(), 'member', 'member reaches B through the network');
