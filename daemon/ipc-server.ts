@@ -334,7 +334,9 @@ class IpcClient {
     } catch (err) {
       const { code, message, hint } = toIpcError(err);
       if (id !== 0) this.write(errorResponse(id, code, message, hint));
-      else {
+      else if (op === 'credit' && code === 'not_found') {
+        // Credit racing a close is benign: the connection is gone, nothing to report.
+      } else {
         const conn = typeof body.conn === 'number' ? { conn: body.conn } : {};
         this.write(event('error', { op: typeof op === 'string' ? op : 'unknown', code, message, ...conn }));
       }

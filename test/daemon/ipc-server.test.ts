@@ -156,6 +156,18 @@ t.test('ipc server', async (t) => {
     const gi = await g.call('info', {}, 15_000).catch((e: Error) => ({ ok: false, message: e.message + ' closed=' + g.closed }));
     t.equal(gi.ok, true, 'client still answered after 200 junk requests ' + JSON.stringify(gi.message));
 
+    // A client's ports and connections go away with it.
+    const owner = await RawIpc.connect(t, a.config.socket);
+    await owner.ok('listen', { port: 7100 });
+    await owner.ok('datagram_bind', { port: 7100 });
+    const held = await owner.ok('dial', { addr: b.address, port: 7 });
+    owner.close();
+    const next = await RawIpc.connect(t, a.config.socket);
+    await until(async () => (await next.call('listen', { port: 7100 })).ok, 5000, 'port 7100 freed');
+    t.equal((await next.call('datagram_bind', { port: 7100 })).ok, true, 'datagram port freed');
+    await until(() => !a.host.connections().some((c) => c.id === held.conn && c.state === 'ESTABLISHED'), 5000, 'connection closed');
+    t.equal((await next.call('listen', { port: 7 })).code, 'port_in_use', 'service ports cannot be taken');
+
     // The daemon is alive and serving.
     const fresh = await RawIpc.connect(t, a.config.socket);
     const info = await fresh.ok('info', {});
