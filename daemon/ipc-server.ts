@@ -80,6 +80,10 @@ export interface IpcServerOptions {
 }
 
 const V1_CHUNK = 64 * 1024;
+/** Queued v1 commands (each ≤ 1 MiB) before we stop reading the client. */
+const MAX_PENDING_V1 = 32;
+/** Concurrent extension requests before we stop reading the client (sends are bounded by the window). */
+const MAX_PENDING_EXT = 1024;
 /** v1 clients have no credit: stop reading a connection while the client's socket holds this much. */
 const V1_SOCKET_HIGH_WATER = 4 * 1024 * 1024;
 
@@ -179,6 +183,10 @@ class IpcClient {
   private dead = false;
   /** Has sent at least one extension request (v1 clients must not see 0x22 events). */
   extension = false;
+  /** Commands accepted but not finished; past a bound we stop reading the socket (memory stays bounded). */
+  private pendingV1 = 0;
+  private pendingExt = 0;
+  private readPaused = false;
   private readonly maxBacklog: number;
   private readonly d: IpcDaemonApi;
   private readonly log: Logger | undefined;
@@ -237,11 +245,37 @@ class IpcClient {
     }
     if (m.type === 'request') {
       this.extension = true;
-      void this.onRequest(m.id, m.body.op, m.body);
+      this.pendingExt++;
+      this.flowControl();
+      void this.onRequest(m.id, m.body.op, m.body).finally(() => {
+        this.pendingExt--;
+        this.flowControl();
+      });
       return;
     }
     // v1 commands: strictly in order on their own chain (no effect on extension requests).
-    this.v1Chain = this.v1Chain.then(() => this.onV1(m)).catch((err: unknown) => this.v1Error(errMessage(err)));
+    this.pendingV1++;
+    this.flowControl();
+    this.v1Chain = this.v1Chain
+      .then(() => this.onV1(m))
+      .catch((err: unknown) => this.v1Error(errMessage(err)))
+      .finally(() => {
+        this.pendingV1--;
+        this.flowControl();
+      });
+  }
+
+  /** Stop reading a client that queues work faster than it completes (a blocked Send/Dial). */
+  private flowControl(): void {
+    if (this.dead) return;
+    const busy = this.pendingV1 > MAX_PENDING_V1 || this.pendingExt > MAX_PENDING_EXT;
+    if (busy && !this.readPaused) {
+      this.readPaused = true;
+      this.s.pause();
+    } else if (!busy && this.readPaused && this.pendingV1 <= MAX_PENDING_V1 / 2 && this.pendingExt <= MAX_PENDING_EXT / 2) {
+      this.readPaused = false;
+      this.s.resume();
+    }
   }
 
   // ----- v1 ---------------------------------------------------------------------------------------
