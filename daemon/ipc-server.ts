@@ -504,20 +504,20 @@ class IpcClient {
       case 'handshake_trusted':
         return (await this.d.handshake({ sub: 'trusted' })) as unknown as IpcMap;
       case 'resolve_hostname':
-        return (await this.d.registryCommand('resolve_hostname', arg.string(a, 'hostname', 300))) as IpcMap;
+        return stripType(await this.d.registryCommand('resolve_hostname', arg.string(a, 'hostname', 300)));
       case 'set_hostname':
-        return (await this.d.registryCommand('set_hostname', arg.string(a, 'hostname', 300))) as IpcMap;
+        return stripType(await this.d.registryCommand('set_hostname', arg.string(a, 'hostname', 300)));
       case 'set_visibility':
-        return (await this.d.registryCommand('set_visibility', arg.bool(a, 'public'))) as IpcMap;
+        return stripType(await this.d.registryCommand('set_visibility', arg.bool(a, 'public')));
       case 'set_tags': {
         const tags = a.tags;
         if (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string')) throw new IpcError('bad_value', 'tags must be an array of strings');
-        return (await this.d.registryCommand('set_tags', tags)) as IpcMap;
+        return stripType(await this.d.registryCommand('set_tags', tags));
       }
       case 'set_task_exec':
-        return (await this.d.registryCommand('set_task_exec', arg.bool(a, 'enabled'))) as IpcMap;
+        return stripType(await this.d.registryCommand('set_task_exec', arg.bool(a, 'enabled')));
       case 'deregister':
-        return (await this.d.registryCommand('deregister', null)) as IpcMap;
+        return stripType(await this.d.registryCommand('deregister', null));
       case 'set_webhook':
         return this.d.setWebhook(arg.string(a, 'url', 2048)) as IpcMap;
       case 'ping': {
@@ -772,6 +772,12 @@ function waitDrain(conn: Connection): Promise<void> {
     conn.on('drain', done);
     conn.once('close', onClose);
   });
+}
+
+/** Registry replies carry their message `type`; extension results do not. */
+function stripType(r: JsonObject): IpcMap {
+  const { type: _type, ...rest } = r;
+  return rest as IpcMap;
 }
 
 function errMessage(err: unknown): string {

@@ -66,6 +66,26 @@ t.test('ipc server', async (t) => {
     t.same(trusted.map((x) => x.node_id), [b.nodeId]);
   });
 
+  await t.test('registry passthroughs and ping', async (t) => {
+    const c = await RawIpc.connect(t, b.config.socket);
+    const sh = await c.ok('set_hostname', { hostname: 'bravo-node' });
+    t.equal(sh.hostname, 'bravo-node');
+    t.notOk('type' in sh, 'extension results carry no registry message type');
+    const r = await ia.ok('resolve', { addr: 'bravo-node' });
+    t.equal(r.node_id, b.nodeId, 'hostname resolves to the node');
+    const p = await ia.ok('ping', { addr: 'bravo-node' });
+    t.ok(typeof p.rtt_ms === 'number' && (p.rtt_ms as number) >= 0, 'ping through the tunnel');
+    // v1 SetHostname (0x13) → SetHostnameOK (0x14) with the registry's JSON
+    const v = await RawIpc.connect(t, b.config.socket);
+    const raw = rawReader(v);
+    v.raw(frame(Buffer.concat([Buffer.from([0x13]), Buffer.from('bravo2')])));
+    const ok = await raw.next();
+    t.equal(ok[4], 0x14);
+    t.match(JSON.parse(ok.subarray(5).toString()), { type: 'set_hostname_ok', hostname: 'bravo2' });
+    const bad = await c.call('set_hostname', { hostname: 'Not Valid!' });
+    t.equal(bad.ok, false, 'registry refusal surfaces as an error response');
+  });
+
   await t.test('no head-of-line blocking', async (t) => {
     const c = await RawIpc.connect(t, a.config.socket);
     const order: string[] = [];
