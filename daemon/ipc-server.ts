@@ -160,6 +160,7 @@ class Bridge {
   localClosed = false;
   /** Set when the stream closed; 'closed' goes out once held data reached the client. */
   closeInfo: { code?: string; reason?: string } | null = null;
+  pumpScheduled = false;
   sendChain: Promise<void> = Promise.resolve();
 
   constructor(
@@ -585,7 +586,16 @@ class IpcClient {
       if (b.localClosed) return;
       b.held.push(chunk);
       b.heldBytes += chunk.length;
-      this.pump(b);
+      // Coalesce the segments of one receive burst into fewer, larger messages (one pump per tick),
+      // unless a full chunk is already waiting.
+      if (b.heldBytes >= IPC_MAX_DATA_CHUNK) this.pump(b);
+      else if (!b.pumpScheduled) {
+        b.pumpScheduled = true;
+        setImmediate(() => {
+          b.pumpScheduled = false;
+          this.pump(b);
+        });
+      }
     });
     conn.on('end', () => {
       b.eofSeen = true;
