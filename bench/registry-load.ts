@@ -15,6 +15,7 @@
  * generator the generator's signing must not eat the registry's CPU. The registry does all its work:
  * freshness, replay cache, Ed25519 verification.
  *
+ *   (env PILOT_BENCH_REGISTRY_NODE_ARGS="--cpu-prof --cpu-prof-dir=D" profiles the registry process)
  *   node dist/bench/registry-load.js [--nodes N] [--seconds S] [--connections C] [--window W]
  *                                    [--hb-rate R] [--lookup-rate R] [--store-sync full|normal]
  */
@@ -97,7 +98,7 @@ async function startRegistry(dataDir: string): Promise<{ proc: ChildProcess; por
   writeFileSync(cfg, JSON.stringify({ rate_limits: false, log_level: 'warn', max_pipeline: 1024, store_sync: STORE_SYNC }));
   const proc = spawn(
     process.execPath,
-    ['--expose-gc', MAIN, '--listen', '127.0.0.1:0', '--no-beacon', '--data-dir', join(dataDir, 'data'), '--admin-token', ADMIN, '--config', cfg],
+    ['--expose-gc', ...(process.env.PILOT_BENCH_REGISTRY_NODE_ARGS ?? '').split(' ').filter(Boolean), MAIN, '--listen', '127.0.0.1:0', '--no-beacon', '--data-dir', join(dataDir, 'data'), '--admin-token', ADMIN, '--config', cfg],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   let out = '';
