@@ -73,9 +73,10 @@ export class PilotConnection extends Duplex {
           this.failWaiters(new PilotSdkError(code, `connection ${this.id} closed: ${reason}`));
           this.destroy(new PilotSdkError(code, `connection ${this.id} to ${this.remote} closed: ${reason}`));
         } else {
+          // Clean close: keep buffered data readable (destroying now would drop it); finish our side.
           this.push(null);
-          this.failWaiters(new PilotSdkError('conn_closed', `connection ${this.id} is closed`));
-          if (!this.writableFinished) this.destroy();
+          if (this.windowWaiters.length > 0) this.failWaiters(new PilotSdkError('conn_closed', `connection ${this.id} is closed`));
+          if (!this.writableEnded) this.end();
         }
         return;
       }
@@ -153,6 +154,9 @@ export class PilotConnection extends Duplex {
 
   override _final(cb: (err?: Error | null) => void): void {
     this.drained()
+      .catch((err: unknown) => {
+        if (!this.remoteClosed) throw err;
+      })
       .then(() => (this.remoteClosed ? undefined : this.ipc.request('end', { conn: this.id })))
       .then(() => cb(), cb);
   }

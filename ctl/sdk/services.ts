@@ -11,10 +11,27 @@ import { encodeEvent, EventDecoder, type StreamEvent } from '../../daemon/servic
 import { TypedFrameDecoder } from '../../daemon/services/frames.js';
 import { encodeTaskFrame, parseSubmitResponse, TaskFrame, type SubmitResponse } from '../../daemon/services/tasks.js';
 import type { PilotConnection } from './connection.js';
+import type { PilotServer } from './server.js';
 import { PilotSdkError } from './errors.js';
 import type { PeerRef, Pilot } from './pilot.js';
 
 export const Ports = { Echo: 7, Discard: 9, DataExchange: 1001, EventStream: 1002, TaskSubmit: 1003 } as const;
+
+/** Wait for 'drain' (or fail when the stream closes first), leaving no listeners behind. */
+export function waitDrain(conn: PilotConnection): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const done = (err?: Error): void => {
+      conn.off('drain', onDrain);
+      conn.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => done();
+    const onClose = (): void => done(conn.errored ?? new PilotSdkError('conn_closed', 'connection closed while sending'));
+    conn.on('drain', onDrain);
+    conn.on('close', onClose);
+  });
+}
 
 /** Resolve with the first value of `fn` or reject after `ms` (destroying `conn`). */
 async function deadline<T>(conn: PilotConnection, ms: number, what: string, fn: () => Promise<T>): Promise<T> {
@@ -50,7 +67,7 @@ export async function sendDataFrame(pilot: Pilot, peer: PeerRef, frame: DataFram
       const step = 256 * 1024;
       for (let off = 0; off < bytes.length; off += step) {
         const piece = bytes.subarray(off, Math.min(bytes.length, off + step));
-        if (!conn.write(piece)) await new Promise<void>((r, j) => { conn.once('drain', r); conn.once('error', j); });
+        if (!conn.write(piece)) await waitDrain(conn);
         opts.onProgress?.(Math.min(bytes.length, off + step), bytes.length);
       }
       const dec = new DataFrameDecoder();
@@ -195,15 +212,20 @@ export async function bench(
   const started = process.hrtime.bigint();
   try {
     return await deadline(conn, opts.timeoutMs ?? 120_000, 'bench', async () => {
+      // One-way: announce the size (u64 BE) so the listener answers without needing our FIN.
+      if (opts.oneWay) {
+        const head = Buffer.alloc(8);
+        head.writeBigUInt64BE(BigInt(bytes), 0);
+        conn.write(head);
+      }
       const writer = (async () => {
         let i = 0;
         for (let off = 0; off < bytes; off += block.length, i++) {
           const c = benchChunk(block, i).subarray(0, Math.min(block.length, bytes - off));
           sent.update(c);
-          if (!conn.write(c)) await new Promise<void>((r, j) => { conn.once('drain', r); conn.once('close', () => j(new PilotSdkError('conn_closed', 'bench connection closed while sending'))); });
+          if (!conn.write(c)) await waitDrain(conn);
           if (opts.oneWay) opts.onProgress?.(Math.min(bytes, off + block.length), bytes);
         }
-        if (opts.oneWay) conn.end();
       })();
       const recv = createHash('sha256');
       let got = 0;
@@ -213,6 +235,7 @@ export async function bench(
         if (opts.oneWay) {
           reply += b.toString();
           if (reply.length > 4096) throw new PilotSdkError('protocol', 'discard listener sent an oversized reply');
+          if (reply.includes('\n')) break;
           continue;
         }
         recv.update(b);
@@ -243,23 +266,37 @@ export async function bench(
 }
 
 /**
- * The discard listener for one-way benches: every accepted stream is hashed to its end, then answered
- * with one JSON line `{bytes, sha256}` and closed.
+ * The discard listener for one-way benches (port 9 by default): each stream starts with the byte count
+ * (u64 BE); the listener hashes that many bytes, answers one JSON line `{bytes, sha256}` and keeps reading
+ * (discarding) until the client closes. No half-close needed, so it works whatever the daemon does on FIN.
  */
-export async function serveDiscard(pilot: Pilot, port: number = Ports.Discard, onResult?: (r: { remote: string; bytes: number; sha256: string }) => void) {
+export async function serveDiscard(pilot: Pilot, port: number = Ports.Discard, onResult?: (r: { remote: string; bytes: number; sha256: string }) => void): Promise<PilotServer> {
   const server = await pilot.listen(port, { recvCredit: 8 * 1024 * 1024 });
   server.on('connection', (conn: PilotConnection) => {
     const h = createHash('sha256');
+    let head = Buffer.alloc(0);
+    let want = -1;
     let n = 0;
     conn.on('data', (c: Buffer) => {
-      h.update(c);
-      n += c.length;
+      if (want < 0) {
+        head = Buffer.concat([head, c]);
+        if (head.length < 8) return;
+        const w = head.readBigUInt64BE(0);
+        if (w > BigInt(Number.MAX_SAFE_INTEGER)) return void conn.destroy();
+        want = Number(w);
+        c = head.subarray(8);
+      }
+      if (n >= want) return;
+      const take = c.subarray(0, want - n);
+      h.update(take);
+      n += take.length;
+      if (n === want) {
+        const sha256 = h.digest('hex');
+        conn.write(`${JSON.stringify({ bytes: n, sha256 })}\n`);
+        onResult?.({ remote: conn.remote, bytes: n, sha256 });
+      }
     });
-    conn.on('end', () => {
-      const sha256 = h.digest('hex');
-      conn.end(`${JSON.stringify({ bytes: n, sha256 })}\n`);
-      onResult?.({ remote: conn.remote, bytes: n, sha256 });
-    });
+    conn.on('end', () => conn.end());
     conn.on('error', () => undefined);
   });
   return server;
