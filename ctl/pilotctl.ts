@@ -1,0 +1,48 @@
+#!/usr/bin/env node
+/**
+ * `pilotctl`: the Pilot CLI over the daemon's IPC socket (SPEC §1, §8; v1 command set of wire reference §2).
+ * Global `--json` prints one envelope `{status:"ok",data}` / `{status:"error",code,message,hint}` per
+ * command (streaming commands without a bound print NDJSON records); exit code 0 on success, 1 on error.
+ */
+import { Command, CommanderError } from 'commander';
+import { registerCommCommands } from './commands/comm.js';
+import { Ctx } from './commands/common.js';
+import { registerNodeCommands } from './commands/node.js';
+import { registerSetupCommands } from './commands/setup.js';
+
+export function buildProgram(): Command {
+  const program = new Command('pilotctl')
+    .description('Pilot Protocol control: talk to the local pilot-daemon (peers, trust, streams, files, pub/sub, bench)')
+    .option('--json', 'machine-readable output (envelopes with stable error codes)')
+    .option('--socket <path>', 'daemon IPC socket (default $PILOT_SOCKET, config, or <tmp>/pilot.sock)')
+    .showHelpAfterError(false)
+    .enablePositionalOptions(false);
+  registerSetupCommands(program);
+  registerNodeCommands(program);
+  registerCommCommands(program);
+  return program;
+}
+
+async function main(): Promise<void> {
+  const program = buildProgram();
+  const json = process.argv.includes('--json');
+  const configure = (cmd: Command): void => {
+    cmd.exitOverride();
+    if (json) cmd.configureOutput({ writeErr: () => undefined });
+    for (const c of cmd.commands) configure(c);
+  };
+  configure(program);
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version') return;
+      if (json) new Ctx({ json: true }).fail(err);
+      process.exitCode = err.exitCode || 1;
+      return;
+    }
+    new Ctx({ json }).fail(err);
+  }
+}
+
+void main();
