@@ -28,6 +28,7 @@ function firstReply(conn: PilotConnection): Promise<string> {
     conn.on('data', onData);
     conn.on('end', onEnd);
     conn.on('error', onErr);
+    conn.resume(); // an explicitly paused stream does not restart on a new 'data' listener
   });
 }
 
