@@ -5,23 +5,8 @@
  * command (streaming commands without a bound print NDJSON records); exit code 0 on success, 1 on error.
  */
 import { Command, CommanderError } from 'commander';
-import { registerCommCommands } from './commands/comm.js';
 import { Ctx } from './commands/common.js';
-import { registerNodeCommands } from './commands/node.js';
-import { registerSetupCommands } from './commands/setup.js';
-
-export function buildProgram(): Command {
-  const program = new Command('pilotctl')
-    .description('Pilot Protocol control: talk to the local pilot-daemon (peers, trust, streams, files, pub/sub, bench)')
-    .option('--json', 'machine-readable output (envelopes with stable error codes)')
-    .option('--socket <path>', 'daemon IPC socket (default $PILOT_SOCKET, config, or <tmp>/pilot.sock)')
-    .showHelpAfterError(false)
-    .enablePositionalOptions(false);
-  registerSetupCommands(program);
-  registerNodeCommands(program);
-  registerCommCommands(program);
-  return program;
-}
+import { buildProgram } from './commands/program.js';
 
 async function main(): Promise<void> {
   const program = buildProgram();
