@@ -163,8 +163,10 @@ export function registerSetupCommands(program: Command): void {
         if (o.dataexchange === false) args.push('--no-dataexchange');
         if (o.eventstream === false) args.push('--no-eventstream');
         mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+        // Flags carry everything; empty PILOT_* variables would only make the daemon refuse to start.
+        const env = Object.fromEntries(Object.entries(process.env).filter(([k, v]) => !(k.startsWith('PILOT_') && v === '')));
         if (o.foreground) {
-          const child = spawn(process.execPath, [DAEMON_MAIN, ...args], { stdio: 'inherit' });
+          const child = spawn(process.execPath, [DAEMON_MAIN, ...args], { stdio: 'inherit', env });
           const forward = (s: NodeJS.Signals): void => void child.kill(s);
           process.on('SIGINT', forward);
           process.on('SIGTERM', forward);
@@ -174,7 +176,7 @@ export function registerSetupCommands(program: Command): void {
         }
         const logPath = join(dataDir, 'pilot.log');
         const log = openSync(logPath, 'a', 0o600);
-        const child = spawn(process.execPath, [DAEMON_MAIN, ...args], { detached: true, stdio: ['ignore', log, log] });
+        const child = spawn(process.execPath, [DAEMON_MAIN, ...args], { detached: true, stdio: ['ignore', log, log], env });
         closeSync(log);
         let exited: number | null | undefined;
         child.on('exit', (code) => (exited = code));
