@@ -1,0 +1,6 @@
+export { Pilot, defaultSocketPath, type PilotConnectOptions, type DialOptions, type PeerRef, type Result, type TrustEvent } from './pilot.js';
+export { PilotConnection } from './connection.js';
+export { PilotServer } from './server.js';
+export { PilotDatagramSocket, type PilotDatagram } from './datagram.js';
+export { PilotSdkError, SdkErrorCodes } from './errors.js';
+export * from './services.js';
