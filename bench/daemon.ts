@@ -24,7 +24,9 @@ function arg(name: string, def: string): string {
 
 /** Start a binary and resolve with the first stdout line that `match` accepts. */
 async function startProcess(script: string, args: string[], match: (line: string) => string | null): Promise<{ proc: ChildProcess; value: string }> {
-  const proc = spawn(process.execPath, [join(dist, script), ...args], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const prof = process.env.BENCH_PROFILE_DIR; // V8 CPU profiles of the registry and daemons, as for bench children
+  const execArgv = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [];
+  const proc = spawn(process.execPath, [...execArgv, join(dist, script), ...args], { stdio: ['ignore', 'pipe', 'ignore'] });
   const lines = createInterface({ input: proc.stdout! });
   const value = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${script} did not start`)), 30_000);
