@@ -18,6 +18,8 @@ export interface PeerOptions {
   stunServers?: Array<Endpoint | string>;
   endpointOverride?: Endpoint | null;
   nat?: Partial<Omit<NatTraversalOptions, 'node' | 'identity'>>;
+  /** Cap on UDP payload size (e.g. 1472 for MTU-sized datagrams, no IP fragmentation). */
+  udpPayload?: number;
   /** Outgoing datagram filter (tests: an in-process firewall). Return false to drop. */
   sendFilter?: (port: number, host: string) => boolean;
 }
@@ -57,6 +59,7 @@ export async function startPeer(o: PeerOptions): Promise<Peer> {
       }
     },
     relayFallback: (peer) => nat?.relayFallback(peer) ?? false,
+    stream: o.udpPayload ? { maxUdpPayload: o.udpPayload, initialUdpPayload: Math.min(1200, o.udpPayload) } : undefined,
   });
   if (o.sendFilter) {
     const filter = o.sendFilter;

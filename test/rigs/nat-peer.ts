@@ -1,17 +1,19 @@
 // A NAT-traversing peer for the rigs and bench/nat-paths.ts: TransportNode + registry registration +
 // NatTraversal (the daemon will replace this script). Output and input are JSON lines.
 // Usage: node nat-peer.js --registry H:P [--beacon H:P] [--stun H:P] [--endpoint H:P] [--bind 0.0.0.0]
-//          [--keepalive ms] [--probe ms] [--direct-timeout ms] [--ping-timeout ms]
+//          [--udp-payload N] [--keepalive ms] [--probe ms] [--direct-timeout ms] [--ping-timeout ms]
 // Prints {"event":"ready","id":N,"registered":"h:p"} then {"event":"path",...} on every path change.
 // Commands: {"cmd":"connect","peer":N} → connected; {"cmd":"expect","bytes":N} → expecting, later received
 //   {bytes,sha256}; {"cmd":"send","peer":N,"bytes":N,"gapMs":n} → sent {sha256,ms}; {"cmd":"paths"} →
 //   paths {paths,stats}; {"cmd":"ping","peer":N,"count":n} → pinged {rtts}.
 import { createInterface } from 'node:readline';
 import { parseEndpoint } from '../../natpunch/index.js';
+import type { Connection } from '../../transport/stream/index.js';
 import { sendHashed, serveHash, startPeer } from '../natpunch/client-harness.js';
 
+/** The last occurrence wins (callers append overrides to default flags). */
 function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(name);
+  const i = process.argv.lastIndexOf(name);
   return i > 0 ? process.argv[i + 1] : undefined;
 }
 function num(name: string): number | undefined {
@@ -40,9 +42,11 @@ const peer = await startPeer({
   stunServers: stun ? [stun] : undefined,
   endpointOverride: endpoint ? parseEndpoint(endpoint) : null,
   bind: arg('--bind') ?? '0.0.0.0',
+  udpPayload: num('--udp-payload'),
   nat,
 });
 const sink = serveHash(peer);
+let lastConn: Connection | null = null;
 peer.nat.on('path', (p) => out({ event: 'path', ...p }));
 out({ event: 'ready', id: peer.id, registered: `${peer.registered.host}:${peer.registered.port}` });
 
@@ -64,10 +68,14 @@ async function handle(m: Record<string, unknown>): Promise<void> {
     case 'send': {
       const t0 = performance.now();
       const r = await sendHashed(peer, peerId, Number(m.bytes), { gapMs: m.gapMs ? Number(m.gapMs) : undefined });
+      lastConn = r.conn;
       out({ event: 'sent', sha256: r.sha256, ms: performance.now() - t0 });
       r.conn.end();
       break;
     }
+    case 'stats':
+      out({ event: 'stats', node: peer.node.stats(), nat: peer.nat.stats(), connection: lastConn?.info() ?? null });
+      break;
     case 'paths':
       out({ event: 'paths', paths: peer.nat.paths(), stats: peer.nat.stats() });
       break;
