@@ -56,8 +56,12 @@ export interface NatTraversalOptions {
   endpointOverride?: Endpoint | null;
   /** Beacon discover + per-peer PILP/ping keepalive interval (default 20 s; NAT UDP timeouts are ≥ 30 s). */
   keepaliveMs?: number;
-  /** How often a relayed peer is re-punched (default 5 s). */
+  /** How often a relayed peer is re-punched at first (default 5 s); doubles per failed attempt up to the max. */
   probeIntervalMs?: number;
+  /** Cap of the re-punch backoff (default 60 s). */
+  maxProbeIntervalMs?: number;
+  /** A peer that never completes a key exchange (direct or relayed) is no longer punched after this (default 60 s). */
+  giveUpMs?: number;
   /** A new peer without an authenticated exchange after this goes to the relay (default 4 s). */
   directTimeoutMs?: number;
   /** Authenticated ping timeout when confirming / checking a path (default 2 s). */
@@ -106,6 +110,7 @@ export interface NatStats {
   repunches: number;
   bursts_dropped: number;
   peers_untracked: number;
+  peers_given_up: number;
   pings_failed: number;
 }
 
@@ -122,6 +127,8 @@ interface PeerState {
   established: boolean;
   addedAt: number;
   lastPunch: number;
+  /** Current re-punch interval for a relayed peer (backs off while punches fail). */
+  probeEvery: number;
   lastKeepalive: number;
   failures: number;
   /** An upgrade / check ping is in flight. */
@@ -140,7 +147,7 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
   private readonly log: Logger;
   private readonly beacon: Endpoint | null;
   private readonly cfg: {
-    keepaliveMs: number; probeIntervalMs: number; directTimeoutMs: number; pingTimeoutMs: number; deadAfterFailures: number;
+    keepaliveMs: number; probeIntervalMs: number; maxProbeIntervalMs: number; giveUpMs: number; directTimeoutMs: number; pingTimeoutMs: number; deadAfterFailures: number;
     punchBurst: number; punchSpacingMs: number; discoverTimeoutMs: number; discoverAttempts: number; maxPeers: number;
     maxBursts: number; tickMs: number;
   };
@@ -152,7 +159,7 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
   private readonly counters: NatStats = {
     discovers_sent: 0, discover_replies: 0, stun_ok: 0, stun_failed: 0, punch_requests: 0, punch_commands: 0, probes_sent: 0,
     probes_received: 0, upgrades: 0, upgrade_failures: 0, relay_fallbacks: 0, keepalive_failures: 0, repunches: 0,
-    bursts_dropped: 0, peers_untracked: 0, pings_failed: 0,
+    bursts_dropped: 0, peers_untracked: 0, peers_given_up: 0, pings_failed: 0,
   };
   private readonly loggedOnce = new Set<string>();
   private nodeId: number | null = null;
@@ -174,6 +181,8 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
     this.cfg = {
       keepaliveMs: positive(opts.keepaliveMs, 20_000, 'keepaliveMs'),
       probeIntervalMs: positive(opts.probeIntervalMs, 5_000, 'probeIntervalMs'),
+      maxProbeIntervalMs: Math.max(positive(opts.maxProbeIntervalMs, 60_000, 'maxProbeIntervalMs'), opts.probeIntervalMs ?? 5_000),
+      giveUpMs: positive(opts.giveUpMs, 60_000, 'giveUpMs'),
       directTimeoutMs: positive(opts.directTimeoutMs, 4_000, 'directTimeoutMs'),
       pingTimeoutMs: positive(opts.pingTimeoutMs, 2_000, 'pingTimeoutMs'),
       deadAfterFailures: positive(opts.deadAfterFailures, 2, 'deadAfterFailures'),
@@ -279,6 +288,8 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
     if (this.opts.endpointOverride) return;
     if (prev && prev.host === ep.host && prev.port === ep.port) return;
     this.reflexiveEp = { host: ep.host, port: ep.port };
+    // Our mapping moved (NAT rebooted / reconfigured): what failed before may work now.
+    for (const st of this.peers.values()) st.probeEvery = this.cfg.probeIntervalMs;
     this.log.info({ endpoint: `${ep.host}:${ep.port}` }, 'nat: reflexive endpoint');
     this.emit('reflexive', { ...this.reflexiveEp });
   }
@@ -381,7 +392,7 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
     const now = this.clock.now();
     st = {
       node, candidates: [], punchedFrom: new Set(), kind: 'direct', endpoint: null, rtt: null, changedAt: this.wall(),
-      established: false, addedAt: now, lastPunch: -Infinity, lastKeepalive: now, failures: 0, busy: false,
+      established: false, addedAt: now, lastPunch: -Infinity, probeEvery: this.cfg.probeIntervalMs, lastKeepalive: now, failures: 0, busy: false,
     };
     this.peers.set(node, st);
     return st;
@@ -401,6 +412,7 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
     const established = info.encrypted;
     if (kind === st.kind && sameEp(ep, st.endpoint) && established === st.established) return;
     const moved = kind !== st.kind || !sameEp(ep, st.endpoint);
+    if (kind !== 'relayed') st.probeEvery = this.cfg.probeIntervalMs;
     st.kind = kind;
     st.endpoint = ep && { ...ep };
     st.established = established;
@@ -622,12 +634,18 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
       }
       if (st.busy) continue;
       if (!info.encrypted) {
-        if (info.path !== 'relay' && now - st.addedAt >= this.cfg.directTimeoutMs && this.beacon) this.toRelay(st, 'no key exchange on the direct path');
+        if (now - st.addedAt >= this.cfg.giveUpMs) {
+          this.peers.delete(st.node); // unreachable: stop spending probes (re-tracked if it ever answers)
+          this.counters.peers_given_up++;
+        } else if (info.path !== 'relay' && now - st.addedAt >= this.cfg.directTimeoutMs && this.beacon) this.toRelay(st, 'no key exchange on the direct path');
         else if (now - st.lastPunch >= this.cfg.probeIntervalMs) this.punch(st);
         continue;
       }
       if (info.path === 'relay') {
-        if (now - st.lastPunch >= this.cfg.probeIntervalMs) this.punch(st);
+        if (now - st.lastPunch >= st.probeEvery) {
+          this.punch(st);
+          st.probeEvery = Math.min(this.cfg.maxProbeIntervalMs, st.probeEvery * 2);
+        }
         if (now - st.lastKeepalive >= this.cfg.keepaliveMs) void this.check(st, false);
       } else if (now - st.lastKeepalive >= this.cfg.keepaliveMs) {
         if (info.endpoint) this.sendProbe(info.endpoint); // keeps our NAT mapping towards the peer open

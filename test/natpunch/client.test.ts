@@ -1,10 +1,11 @@
 // NatTraversal in-process on loopback with real UDP: a real registry, a real beacon, two TransportNodes.
 // Direct traffic is "firewalled" by an outgoing-datagram filter on each node to force the relay.
+import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import pino from 'pino';
 import t from 'tap';
 import { BeaconServer } from '../../natpunch/beacon-server.js';
-import { NatTraversal, parseEndpoint, type PeerPath } from '../../natpunch/index.js';
+import { encodePunchCommand, NatTraversal, parseEndpoint, type PeerPath } from '../../natpunch/index.js';
 import { encodeStunMessage, encodeXorMappedAddress, StunAttr, StunClass } from '../../natpunch/stun.js';
 import { decodeB64Strict, Identity } from '../../transport/identity.js';
 import { TransportNode } from '../../transport/node.js';
@@ -13,7 +14,7 @@ import { startRegistry } from '../registry/helpers.js';
 import { sendHashed, serveHash, startPeer, type Peer } from './client-harness.js';
 
 const MiB = 1 << 20;
-const FAST = { keepaliveMs: 1000, probeIntervalMs: 600, directTimeoutMs: 1200, pingTimeoutMs: 800, tickMs: 100 };
+const FAST = { keepaliveMs: 1000, probeIntervalMs: 600, maxProbeIntervalMs: 2000, directTimeoutMs: 1200, pingTimeoutMs: 800, tickMs: 100 };
 
 interface World {
   registry: Endpoint;
@@ -52,10 +53,8 @@ class Firewall {
 
 async function pair(t: Tap, w: World, fw?: Firewall, nat = FAST): Promise<[Peer, Peer]> {
   const opts = { registry: w.registry, beacon: w.beacon, bind: '127.0.0.1', nat, sendFilter: fw ? (p: number) => fw.filter(p) : undefined };
-  const a = await startPeer(opts);
-  t.teardown(() => a.close());
-  const b = await startPeer(opts);
-  t.teardown(() => b.close());
+  const [a, b] = await Promise.all([startPeer(opts), startPeer(opts)]);
+  t.teardown(() => Promise.all([a.close(), b.close()]));
   fw?.direct.add(a.local.port).add(b.local.port);
   return [a, b];
 }
@@ -104,8 +103,8 @@ t.test('resolved peer: coordinated punch, direct path, hash-verified transfer', 
   const sink = serveHash(b);
   const ep = await a.connectTo(b.id);
   t.same(ep, b.registered, 'the registry resolves the registered endpoint');
-  const got = sink.expect(4 * MiB);
-  const sent = await sendHashed(a, b.id, 4 * MiB);
+  const got = sink.expect(2 * MiB);
+  const sent = await sendHashed(a, b.id, 2 * MiB);
   const r = await got;
   t.equal(r.sha256, sent.sha256, 'bytes intact');
   const pa = await until('a has a path to b', () => a.nat.path(b.id)?.established && a.nat.path(b.id));
@@ -196,7 +195,7 @@ t.test('a direct path that dies falls back to the relay; the stream carries on',
   const [a, b] = await pair(t, w, fw);
   const sink = serveHash(b);
   await a.connectTo(b.id);
-  const total = 4 * MiB;
+  const total = 3 * MiB;
   const got = sink.expect(total);
   let sentSoFar = 0;
   const sending = sendHashed(a, b.id, total, { chunk: 64 * 1024, gapMs: 10, onProgress: (n) => (sentSoFar = n) });
@@ -228,4 +227,47 @@ t.test('bounded and closable: options validated, close frees timers and listener
   t.throws(() => nat.addPeer(7, { host: '127.0.0.1', port: 9 }), { code: 'closed' });
   t.throws(() => parseEndpoint('nope'), { code: 'bad_endpoint' });
   t.equal(nat.relayFallback(7), false);
+});
+
+t.test('garbage from the beacon address and stray probes never throw and never steer', async (t) => {
+  const identity = Identity.generate();
+  const node = new TransportNode({ identity, lookupPublicKey: async () => null });
+  await node.bind('127.0.0.1', 0);
+  t.teardown(() => node.close());
+  const beacon = { host: '127.0.0.1', port: 9 };
+  const sent: Array<{ port: number; first: number }> = [];
+  const udp = node.udp;
+  const orig = udp.send.bind(udp);
+  udp.send = (data, port, host) => {
+    const b = Buffer.isBuffer(data) ? data : Buffer.concat(data as Buffer[]);
+    sent.push({ port, first: b[0]! });
+    orig(data, port, host);
+  };
+  node.start(11);
+  const nat = new NatTraversal({ node, identity, beacon, maxBursts: 8, punchBurst: 2, punchSpacingMs: 1 });
+  nat.start(11);
+  const from = { address: beacon.host, port: beacon.port, family: 'IPv4' as const, size: 0 };
+  for (let i = 0; i < 3000; i++) {
+    const len = 1 + (i % 40);
+    const b = randomBytes(len);
+    b[0] = i % 16; // every beacon type byte, valid or not
+    udp.emit('message', b, from);
+  }
+  // Well-formed punch commands: each starts a bounded burst of probes.
+  for (let i = 0; i < 20; i++) udp.emit('message', encodePunchCommand({ address: '127.0.0.1', port: 30000 + i }), from);
+  // A punch command from anyone but our beacon is ignored.
+  udp.emit('message', encodePunchCommand({ address: '127.0.0.1', port: 31000 }), { ...from, port: 10 });
+  // Stray PILPs from endpoints that are no peer of ours.
+  for (let i = 0; i < 200; i++) udp.emit('message', Buffer.from('PILP'), { address: '127.0.0.1', port: 20000 + i, family: 'IPv4' as const, size: 4 });
+  await new Promise((r) => setTimeout(r, 50));
+  const s = nat.stats();
+  t.ok(s.punch_commands > 0, `well-formed punch commands in the garbage were obeyed (${s.punch_commands})`);
+  t.ok(s.bursts <= 8 && s.bursts_dropped > 0, 'concurrent punch bursts are bounded (excess dropped, counted)');
+  t.equal(s.upgrades, 0, 'nothing was steered');
+  t.same(nat.paths(), [], 'no peer invented from garbage');
+  const probesToStrangers = sent.filter((x) => x.port >= 20000 && x.port < 20200).length;
+  t.equal(probesToStrangers, 0, 'stray probes get no answer (no reflection / amplification)');
+  t.notOk(sent.some((x) => x.port === 31000), 'a forged punch command from another source was ignored');
+  nat.close();
+  t.equal(nat.stats().bursts, 0, 'close cleared every burst timer');
 });

@@ -7,7 +7,7 @@ const script = (name: string): string => fileURLToPath(new URL(`../rigs/${name}`
 
 export const INFRA_IP = '203.0.113.10';
 /** Short timers so the rigs run in seconds (the defaults are 20 s keepalive, 5 s probing). */
-export const FAST_ARGS = ['--keepalive', '1000', '--probe', '700', '--direct-timeout', '1500', '--ping-timeout', '800'];
+export const FAST_ARGS = ['--keepalive', '1000', '--probe', '700', '--probe-max', '3000', '--direct-timeout', '1500', '--ping-timeout', '800'];
 
 type Json = Record<string, unknown>;
 

@@ -1,7 +1,7 @@
 // A NAT-traversing peer for the rigs and bench/nat-paths.ts: TransportNode + registry registration +
 // NatTraversal (the daemon will replace this script). Output and input are JSON lines.
 // Usage: node nat-peer.js --registry H:P [--beacon H:P] [--stun H:P] [--endpoint H:P] [--bind 0.0.0.0]
-//          [--udp-payload N] [--keepalive ms] [--probe ms] [--direct-timeout ms] [--ping-timeout ms]
+//          [--udp-payload N] [--keepalive ms] [--probe ms] [--probe-max ms] [--direct-timeout ms] [--ping-timeout ms]
 // Prints {"event":"ready","id":N,"registered":"h:p"} then {"event":"path",...} on every path change.
 // Commands: {"cmd":"connect","peer":N} → connected; {"cmd":"expect","bytes":N} → expecting, later received
 //   {bytes,sha256}; {"cmd":"send","peer":N,"bytes":N,"gapMs":n} → sent {sha256,ms}; {"cmd":"paths"} →
@@ -30,6 +30,7 @@ const nat = Object.fromEntries(
   Object.entries({
     keepaliveMs: num('--keepalive'),
     probeIntervalMs: num('--probe'),
+    maxProbeIntervalMs: num('--probe-max'),
     directTimeoutMs: num('--direct-timeout'),
     pingTimeoutMs: num('--ping-timeout'),
     tickMs: 100,
