@@ -25,6 +25,17 @@ import { isStunMessage, stunDiscover, type StunTransport } from './stun.js';
  * between relay and direct never touches open streams. A path is trusted only after an authenticated
  * frame crossed it (a key exchange for a new peer, an authenticated ping for an existing one); PILP
  * probes (4 unauthenticated bytes) only say "try this endpoint".
+ *
+ * Daemon wiring (see test/natpunch/client-harness.ts for a working composition):
+ *   let nat: NatTraversal | null = null;
+ *   const node = new TransportNode({ ..., relayFallback: (peer) => nat?.relayFallback(peer) ?? false });
+ *   await node.bind(listenHost, listenPort);
+ *   nat = new NatTraversal({ node, identity, beacon, stunServers, endpointOverride });
+ *   const reflexive = await nat.discover();            // register this (127.0.0.1:<port> if null/unspecified)
+ *   const { node_id } = await registry.register(identity, { listenAddr: `${host}:${port}` });
+ *   node.start(node_id); nat.start(node_id);
+ *   on every resolve before a dial: nat.addPeer(peer, endpointFromResolve)   (instead of node.addPeer)
+ *   nat.on('reflexive', ep => re-register);  pilotctl peers/info: nat.paths();  shutdown: nat.close() before node.close()
  */
 
 export type NatPathKind = 'direct' | 'punched' | 'relayed';
@@ -126,6 +137,8 @@ interface PeerState {
   changedAt: number;
   established: boolean;
   addedAt: number;
+  /** When the current direct attempt of a not yet established peer began (relay fallback after directTimeoutMs). */
+  directSince: number;
   lastPunch: number;
   /** Current re-punch interval for a relayed peer (backs off while punches fail). */
   probeEvery: number;
@@ -154,7 +167,8 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
   private readonly peers = new Map<number, PeerState>();
   private readonly bursts = new Set<object>();
   private readonly pendingRequests: Array<{ target: number; at: number }> = [];
-  private readonly discoverWaiters = new Set<(ep: Endpoint) => void>();
+  private readonly discoverWaiters = new Set<(ep: Endpoint | null) => void>();
+  private readonly pingTimers = new Set<object>();
   private readonly stunListeners = new Set<(msg: Buffer, from: { address: string; port: number }) => void>();
   private readonly counters: NatStats = {
     discovers_sent: 0, discover_replies: 0, stun_ok: 0, stun_failed: 0, punch_requests: 0, punch_commands: 0, probes_sent: 0,
@@ -257,7 +271,7 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
         if (timer) this.clock.clearTimer(timer);
         resolve(ep);
       };
-      const waiter = (ep: Endpoint): void => done(ep);
+      const waiter = (ep: Endpoint | null): void => done(ep);
       this.discoverWaiters.add(waiter);
       timer = this.clock.setTimer(() => done(null), this.cfg.discoverTimeoutMs);
       this.sendDiscover();
@@ -328,7 +342,9 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
     this.tickTimer = null;
     for (const b of this.bursts) this.clock.clearTimer(b);
     this.bursts.clear();
-    for (const w of [...this.discoverWaiters]) w({ host: '', port: 0 });
+    for (const w of [...this.discoverWaiters]) w(null);
+    for (const p of this.pingTimers) this.clock.clearTimer(p);
+    this.pingTimers.clear();
     this.discoverWaiters.clear();
     this.stunListeners.clear();
     for (const d of this.detach.splice(0)) d();
@@ -392,7 +408,7 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
     const now = this.clock.now();
     st = {
       node, candidates: [], punchedFrom: new Set(), kind: 'direct', endpoint: null, rtt: null, changedAt: this.wall(),
-      established: false, addedAt: now, lastPunch: -Infinity, probeEvery: this.cfg.probeIntervalMs, lastKeepalive: now, failures: 0, busy: false,
+      established: false, addedAt: now, directSince: now, lastPunch: -Infinity, probeEvery: this.cfg.probeIntervalMs, lastKeepalive: now, failures: 0, busy: false,
     };
     this.peers.set(node, st);
     return st;
@@ -521,6 +537,7 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
       // New peer: move it here; the key exchange this sends is what selects the path.
       if (info.path === 'relay' || !sameEp(info.endpoint, ep)) {
         this.burst(ep);
+        st.directSince = this.clock.now();
         this.node.tunnel.addPeer(st.node, ep);
       }
       return this.refresh(st);
@@ -637,7 +654,7 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
         if (now - st.addedAt >= this.cfg.giveUpMs) {
           this.peers.delete(st.node); // unreachable: stop spending probes (re-tracked if it ever answers)
           this.counters.peers_given_up++;
-        } else if (info.path !== 'relay' && now - st.addedAt >= this.cfg.directTimeoutMs && this.beacon) this.toRelay(st, 'no key exchange on the direct path');
+        } else if (info.path !== 'relay' && now - st.directSince >= this.cfg.directTimeoutMs && this.beacon) this.toRelay(st, 'no key exchange on the direct path');
         else if (now - st.lastPunch >= this.cfg.probeIntervalMs) this.punch(st);
         continue;
       }
@@ -688,10 +705,12 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
     return new Promise((resolve) => {
       let settled = false;
       const timer = this.clock.setTimer(() => finish(null), this.cfg.pingTimeoutMs);
+      this.pingTimers.add(timer);
       const finish = (v: number | null): void => {
         if (settled) return;
         settled = true;
         this.clock.clearTimer(timer);
+        this.pingTimers.delete(timer);
         if (v === null) this.counters.pings_failed++;
         resolve(v);
       };

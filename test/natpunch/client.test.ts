@@ -192,7 +192,7 @@ t.test('relayed stream upgrades to direct mid-stream when the punch starts worki
 t.test('a direct path that dies falls back to the relay; the stream carries on', async (t) => {
   const w = await world(t);
   const fw = new Firewall();
-  const [a, b] = await pair(t, w, fw);
+  const [a, b] = await pair(t, w, fw, { ...FAST, keepaliveMs: 500, pingTimeoutMs: 400 });
   const sink = serveHash(b);
   await a.connectTo(b.id);
   const total = 3 * MiB;
