@@ -38,6 +38,10 @@ import { isStunMessage, stunDiscover, type StunTransport } from './stun.js';
  *   nat.on('reflexive', ep => re-register);  pilotctl peers/info: nat.paths();  shutdown: nat.close() before node.close()
  */
 
+/**
+ * direct: a UDP path to the peer's endpoint that worked without a punch; punched: a UDP path selected after
+ * PILP probes from that endpoint arrived, or after the peer had been relayed (an upgrade); relayed: via the beacon.
+ */
 export type NatPathKind = 'direct' | 'punched' | 'relayed';
 
 /** What `pilotctl peers` / `info` show per peer. */
@@ -131,6 +135,8 @@ interface PeerState {
   candidates: Endpoint[];
   /** Endpoint keys a PILP arrived from (evidence a punch happened). */
   punchedFrom: Set<string>;
+  /** Was relayed at some point: a later direct path is an upgrade, i.e. punched (by us or by the peer). */
+  wasRelayed: boolean;
   kind: NatPathKind;
   endpoint: Endpoint | null;
   rtt: number | null;
@@ -407,7 +413,7 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
     }
     const now = this.clock.now();
     st = {
-      node, candidates: [], punchedFrom: new Set(), kind: 'direct', endpoint: null, rtt: null, changedAt: this.wall(),
+      node, candidates: [], punchedFrom: new Set(), wasRelayed: false, kind: 'direct', endpoint: null, rtt: null, changedAt: this.wall(),
       established: false, addedAt: now, directSince: now, lastPunch: -Infinity, probeEvery: this.cfg.probeIntervalMs, lastKeepalive: now, failures: 0, busy: false,
     };
     this.peers.set(node, st);
@@ -424,7 +430,8 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
     if (!info) return;
     const relayed = info.path === 'relay';
     const ep = relayed ? info.relay : info.endpoint;
-    const kind: NatPathKind = relayed ? 'relayed' : ep && st.punchedFrom.has(key(ep)) ? 'punched' : 'direct';
+    if (relayed) st.wasRelayed = true;
+    const kind: NatPathKind = relayed ? 'relayed' : ep && (st.wasRelayed || st.punchedFrom.has(key(ep))) ? 'punched' : 'direct';
     const established = info.encrypted;
     if (kind === st.kind && sameEp(ep, st.endpoint) && established === st.established) return;
     const moved = kind !== st.kind || !sameEp(ep, st.endpoint);

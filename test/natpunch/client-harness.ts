@@ -83,7 +83,8 @@ export async function startPeer(o: PeerOptions): Promise<Peer> {
     const local = { host: addr.address, port: addr.port };
     // As v1: a loopback/unspecified discovered host registers 127.0.0.1:<port>.
     const registered = reflexive && reflexive.host !== '0.0.0.0' ? reflexive : { host: '127.0.0.1', port: addr.port };
-    registry = await RegistryClient.connect({ host: o.registry.host, port: o.registry.port });
+    // Generous: under a loaded CI machine the registry's signature checks can queue for seconds.
+    registry = await RegistryClient.connect({ host: o.registry.host, port: o.registry.port, requestTimeoutMs: 30_000 });
     const r = await registry.register(identity, { listenAddr: `${registered.host}:${registered.port}` });
     const auth = { identity, nodeId: r.node_id };
     await registry.setVisibility(auth, true);
