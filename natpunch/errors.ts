@@ -21,3 +21,6 @@ export class StunError extends PilotError {
     if (extra.reason !== undefined) this.reason = extra.reason;
   }
 }
+
+/** NAT traversal client misuse (codes: closed, node_changed, bad_option, bad_endpoint). */
+export class NatError extends PilotError {}

@@ -1,6 +1,15 @@
 // Public surface of natpunch: beacon wire codec (client helpers for the daemon), beacon server,
-// standalone beacon composition, STUN client.
-export { BeaconError, BeaconWireError, StunError } from './errors.js';
+// standalone beacon composition, STUN client, and the daemon's NAT traversal client (NatTraversal).
+export { BeaconError, BeaconWireError, StunError, NatError } from './errors.js';
+export {
+  NatTraversal,
+  parseEndpoint,
+  type NatTraversalOptions,
+  type NatTraversalEvents,
+  type NatPathKind,
+  type PeerPath,
+  type NatStats,
+} from './client.js';
 export {
   BeaconType,
   DISCOVER_LEN,
