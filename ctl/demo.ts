@@ -48,20 +48,24 @@ function pilotctl(who: string, ...args: string[]): string {
 
 async function main(): Promise<void> {
   say('1. pilot-registry (registry on TCP, beacon on UDP), on loopback');
+  let beacon = '';
   const registry = await start(
     'registry/main.js',
     ['--listen', '127.0.0.1:0', '--beacon', '127.0.0.1:0', '--data-dir', join(dir, 'registry'), '--log-level', 'warn'],
     'registry',
-    (l) => /^pilot-registry listening on (\S+)/.exec(l)?.[1] ?? null,
+    (l) => {
+      beacon = /beacon on udp (\S+)/.exec(l)?.[1] ?? beacon;
+      return /^pilot-registry listening on (\S+)/.exec(l)?.[1] ?? null;
+    },
   );
-  console.log(`  listening on ${registry}`);
+  console.log(`  registry on tcp ${registry}, beacon on udp ${beacon}`);
 
   say('2. two pilot-daemons, alice and bob, each with its own data dir and IPC socket');
   const nodes: Record<string, number> = {};
   for (const who of ['alice', 'bob']) {
     const ready = await start(
       'daemon/main.js',
-      ['--registry', registry, '--listen', '127.0.0.1:0', '--socket', join(dir, `${who}.sock`), '--data-dir', join(dir, who), '--hostname', who, '--log-level', 'warn'],
+      ['--registry', registry, '--beacon', beacon, '--listen', '127.0.0.1:0', '--socket', join(dir, `${who}.sock`), '--data-dir', join(dir, who), '--hostname', who, '--log-level', 'warn'],
       who,
       (l) => (l.startsWith('{"ready"') ? l : null),
     );

@@ -34,6 +34,8 @@ export interface DaemonConfig {
   registry: string;
   /** Beacon UDP `host:port`; '' = no beacon (no hole punching or relay). */
   beacon: string;
+  /** STUN servers (`host:port`, comma-separated) for reflexive discovery besides the beacon. */
+  stun: string[];
   /** Tunnel UDP bind `host:port` (port 0 = any). */
   listen: string;
   /** IPC Unix socket path. */
@@ -97,6 +99,7 @@ const SPECS: Spec[] = [
   { name: 'hostname', kind: 'string', arg: 'NAME', help: 'hostname to register', check: (v) => v === '' || checkHostname(v) },
   { name: 'public', kind: 'bool', help: 'make this node\'s endpoint public' },
   { name: 'owner', kind: 'string', arg: 'OWNER', help: 'owner string for key-loss recovery (v1)' },
+  { name: 'stun', kind: 'string', arg: 'HOST:PORT[,…]', help: 'STUN servers for reflexive address discovery', check: (v) => v.split(',').filter(Boolean).forEach((x) => hostPort(x, { port0: false, emptyHost: false })) },
   { name: 'endpoint', kind: 'string', arg: 'HOST:PORT', help: 'fixed public endpoint instead of beacon discovery', check: (v) => v === '' || hostPort(v, { port0: false, emptyHost: false }) },
   { name: 'encrypt', kind: 'bool', help: 'encrypt tunnel traffic (default true; false needs --allow-plaintext)' },
   { name: 'registry-tls', kind: 'bool', help: 'connect to the registry over TLS' },
@@ -215,6 +218,7 @@ function build(values: Map<string, Value>, sources: Record<string, ConfigSource>
     configFile,
     registry: str('registry', ''),
     beacon: str('beacon', ''),
+    stun: str('stun', '').split(',').filter(Boolean),
     listen: str('listen', '0.0.0.0:0'),
     socket: resolve(cwd, str('socket', join(envIn.tmp ?? tmpdir(), 'pilot.sock'))),
     dataDir,

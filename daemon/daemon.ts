@@ -9,6 +9,8 @@
  * frees everything.
  */
 import { createRequire } from 'node:module';
+import { lookup as dnsLookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import { RegistryClient, type NodeAuth, type Subscription, type TlsOptions } from '../registry/client.js';
@@ -18,6 +20,7 @@ import { PilotError } from '../transport/errors.js';
 import { Identity } from '../transport/identity.js';
 import type { Connection, DatagramSocket, Listener, TransportHost } from '../transport/host.js';
 import { TransportNode } from '../transport/node.js';
+import { NatTraversal, parseEndpoint as parseNatEndpoint } from '../natpunch/index.js';
 import { Admission } from './admission.js';
 import type { DaemonConfig } from './config.js';
 import { DataDir } from './datadir.js';
@@ -59,6 +62,8 @@ export class Daemon implements IpcDaemonApi {
   readonly dataDir: DataDir;
   identity!: Identity;
   transport!: TransportNode;
+  /** Reflexive discovery, hole punching, relay fallback and upgrade (SPEC §7); idle without a beacon. */
+  nat!: NatTraversal;
   registry!: RegistryClient;
   peers!: PeerManager;
   admission!: Admission;
@@ -69,6 +74,7 @@ export class Daemon implements IpcDaemonApi {
   ipc!: IpcServer;
   nodeId = 0;
   private startedAt = 0;
+  private reflexive: { host: string; port: number } | null = null;
   private subscription: Subscription | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private heartbeatFailures = 0;
@@ -142,7 +148,7 @@ export class Daemon implements IpcDaemonApi {
       identity: this.identity,
       lookupPublicKey: (n) => this.peers.publicKey(n),
       admit: this.admission.check,
-      ...(this.opts.relayFallback ? { relayFallback: this.opts.relayFallback } : {}),
+      relayFallback: this.opts.relayFallback ?? ((p) => this.nat.relayFallback(p)),
       onBroadcast: (pkt) => this.onBroadcast(pkt),
       stream: {
         idleTimeoutMs: cfg.idleTimeoutMs,
@@ -160,6 +166,13 @@ export class Daemon implements IpcDaemonApi {
       transport: this.transport,
       log: this.log,
       ...(this.opts.resolvePath ? { resolvePath: this.opts.resolvePath } : {}),
+      // Every resolved peer goes through NAT traversal: direct first, coordinated punch, relay fallback.
+      attach: (node, path) => {
+        // A fresh resolve is authoritative for a direct peer (it may have restarted on a new port); a
+        // relayed peer stays on the relay until NAT traversal proves a direct path.
+        if (path.relay || this.transport.tunnel.peer(node)?.path !== 'relay') this.transport.addPeer(node, path.endpoint, path.relay);
+        if (!path.relay) this.nat.addPeer(node, path.endpoint);
+      },
     });
     this.transport.on('established', (node) => {
       this.webhook.emit('tunnel.established', { node_id: node });
@@ -169,10 +182,26 @@ export class Daemon implements IpcDaemonApi {
     const [lHost, lPort] = splitHostPort(cfg.listen, true);
     const bound = await this.transport.bind(lHost || '0.0.0.0', lPort);
     this.log.info({ udp: `${bound.address}:${bound.port}` }, 'tunnel socket bound');
+    this.nat = new NatTraversal({
+      node: this.transport,
+      identity: this.identity,
+      beacon: cfg.beacon ? await resolveEndpoint(cfg.beacon) : null,
+      stunServers: cfg.stun,
+      endpointOverride: cfg.endpoint ? parseNatEndpoint(cfg.endpoint) : null,
+      log: this.log.child({ c: 'nat' }),
+    });
+    // Behind a NAT the registry must hand out the reflexive endpoint (the registry takes the IP from
+    // our TCP connection and the port from listen_addr).
+    this.reflexive = cfg.beacon || cfg.stun.length ? await this.nat.discover() : null;
+    this.nat.on('reflexive', (ep) => {
+      this.reflexive = ep;
+      if (this.nodeId) void this.reregister();
+    });
 
     // Register (retrying with backoff until the registry answers or we are closed).
     await this.register(false);
     const host = this.transport.start(this.nodeId);
+    this.nat.start(this.nodeId);
     host.on('refused', (r) => this.log.debug({ reason: r.reason, src: r.src.toString(), port: r.dstPort }, 'admission: refused'));
 
     // Trust
@@ -248,6 +277,7 @@ export class Daemon implements IpcDaemonApi {
       for (const c of this.host.connectionList()) c.end();
       await new Promise((r) => setTimeout(r, 50));
     }
+    this.nat?.close();
     await this.transport?.close().catch(() => undefined);
     await this.registry?.close().catch(() => undefined);
     await this.admission?.close().catch(() => undefined);
@@ -279,7 +309,8 @@ export class Daemon implements IpcDaemonApi {
       if (this.closing) throw new DaemonError('closed', 'daemon closing');
       try {
         const addr = this.transport.address();
-        const listenAddr = cfg.endpoint || `${addr.address === '0.0.0.0' || addr.address === '::' ? '' : addr.address}:${addr.port}`;
+        const refl = this.reflexive;
+        const listenAddr = cfg.endpoint || (refl ? `${refl.host}:${refl.port}` : `${addr.address === '0.0.0.0' || addr.address === '::' ? '' : addr.address}:${addr.port}`);
         const r = await this.registry.register(this.identity, {
           listenAddr,
           ...(cfg.owner ? { owner: cfg.owner } : {}),
@@ -591,6 +622,7 @@ export class Daemon implements IpcDaemonApi {
         endpoint: p.endpoint ? `${p.endpoint.host}:${p.endpoint.port}` : '',
         encrypted: p.encrypted,
         authenticated: p.authenticated,
+        ...this.pathFields(p.node_id, p.path),
       })),
       conn_list: conns as unknown as JsonObject[],
       data_dir: this.dataDir.root,
@@ -614,11 +646,22 @@ export class Daemon implements IpcDaemonApi {
         encrypted: p.encrypted,
         authenticated: p.authenticated,
         relay: p.path === 'relay',
+        ...this.pathFields(p.node_id, p.path),
         trusted: this.trustStore.isTrusted(p.node_id),
         hostname: this.peers.get(p.node_id)?.hostname ?? '',
         bytes_in: p.bytes_in,
         bytes_out: p.bytes_out,
       }));
+  }
+
+  /** Path kind (direct / punched / relayed), RTT and when it last changed, for `pilotctl peers` and `info`. */
+  private pathFields(node: number, tunnelPath: 'direct' | 'relay'): IpcMap {
+    const p = this.nat.path(node);
+    return {
+      path: p?.path ?? (tunnelPath === 'relay' ? 'relayed' : 'direct'),
+      rtt_ms: p?.rtt ?? null,
+      path_changed_at: p ? new Date(p.changedAt).toISOString() : null,
+    } as IpcMap;
   }
 
   connections(): IpcMap[] {
@@ -773,3 +816,10 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 export { parseEndpoint };
+
+/** `host:port` → an IP-literal endpoint (the beacon is addressed by IP; a hostname is looked up once). */
+async function resolveEndpoint(text: string): Promise<{ host: string; port: number }> {
+  const [host, port] = splitHostPort(text);
+  if (isIP(host)) return { host, port };
+  return { host: (await dnsLookup(host)).address, port };
+}

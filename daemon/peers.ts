@@ -52,6 +52,8 @@ export interface PeerManagerOptions {
   log?: Logger;
   /** NAT-traversal seam: find a path to `node` (default: registry resolve → direct endpoint). */
   resolvePath?: (node: number) => Promise<PeerPath>;
+  /** Hand a resolved path to the transport (the daemon routes it through NAT traversal; default: tunnel direct). */
+  attach?: (node: number, path: PeerPath) => void;
 }
 
 export function parseEndpoint(text: string): Endpoint {
@@ -163,7 +165,8 @@ export class PeerManager {
       if (known) return; // registry unreachable or refusing: keep the path we have
       throw err;
     }
-    this.opts.transport.addPeer(node, path.endpoint, path.relay);
+    if (this.opts.attach) this.opts.attach(node, path);
+    else this.opts.transport.addPeer(node, path.endpoint, path.relay);
     // Prefetch the key/networks so the key exchange and admission do not wait on the registry later.
     void this.lookup(node);
   }
