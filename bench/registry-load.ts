@@ -15,12 +15,13 @@
  * generator the generator's signing must not eat the registry's CPU. The registry does all its work:
  * freshness, replay cache, Ed25519 verification.
  *
+ *   (env PILOT_BENCH_REGISTRY_NODE_ARGS="--cpu-prof --cpu-prof-dir=D" profiles the registry process)
  *   node dist/bench/registry-load.js [--nodes N] [--seconds S] [--connections C] [--window W]
  *                                    [--hb-rate R] [--lookup-rate R] [--store-sync full|normal]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -50,6 +51,8 @@ const LOOKUP_RATE = arg('lookup-rate', 2000);
 const STORE_SYNC = arg('store-sync', 'full');
 const PUBLIC_NODES = Math.min(1000, NODES);
 const WATCHDOG_MIN = arg('watchdog-min', 20);
+/** Phases to run (comma list of hb, paced, lookup, resolve; default all): profile one at a time. */
+const PHASES = new Set(arg('phases', 'hb,paced,lookup,resolve').split(','));
 
 /**
  * A fast signer for the generator (Identity.generate imports keys via PKCS#8, ~1 ms each). Keys come out
@@ -97,7 +100,7 @@ async function startRegistry(dataDir: string): Promise<{ proc: ChildProcess; por
   writeFileSync(cfg, JSON.stringify({ rate_limits: false, log_level: 'warn', max_pipeline: 1024, store_sync: STORE_SYNC }));
   const proc = spawn(
     process.execPath,
-    ['--expose-gc', MAIN, '--listen', '127.0.0.1:0', '--no-beacon', '--data-dir', join(dataDir, 'data'), '--admin-token', ADMIN, '--config', cfg],
+    ['--expose-gc', ...(process.env.PILOT_BENCH_REGISTRY_NODE_ARGS ?? '').split(' ').filter(Boolean), MAIN, '--listen', '127.0.0.1:0', '--no-beacon', '--data-dir', join(dataDir, 'data'), '--admin-token', ADMIN, '--config', cfg],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   let out = '';
@@ -183,14 +186,52 @@ function procCpuSeconds(pid: number | undefined): number {
   }
 }
 
+/** CPU seconds per thread (name:tid) of a process, from /proc (Linux); empty elsewhere. */
+function threadCpuSeconds(pid: number | undefined): Map<string, number> {
+  const out = new Map<string, number>();
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        out.set(`${name}:${tid}`, (Number(fields[11]) + Number(fields[12])) / 100);
+      } catch {
+        // thread exited meanwhile
+      }
+    }
+  } catch {
+    // not Linux
+  }
+  return out;
+}
+
+/** "thread µs/op" for the threads that used ≥ 3 % of the total during a phase (where the CPU goes). */
+function threadBreakdown(pid: number | undefined, before: Map<string, number>, after: Map<string, number>, ops: number): string {
+  const rows: Array<[string, number]> = [];
+  let total = 0;
+  for (const [k, v] of after) {
+    const d = v - (before.get(k) ?? 0);
+    total += d;
+    const [name, tid] = [k.slice(0, k.lastIndexOf(':')), k.slice(k.lastIndexOf(':') + 1)];
+    rows.push([Number(tid) === pid ? 'main' : `${name}/${tid}`, d]);
+  }
+  return rows
+    .filter(([, d]) => d >= total * 0.03)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, d]) => `${k} ${fmt((d * 1e6) / Math.max(1, ops))}`)
+    .join(', ');
+}
+
 /** CPU µs per operation spent by the registry and by this generator during `fn`. */
-async function withCpu<T extends { done: number }>(pid: number | undefined, fn: () => Promise<T>): Promise<T & { regUs: number; genUs: number }> {
+async function withCpu<T extends { done: number }>(pid: number | undefined, fn: () => Promise<T>): Promise<T & { regUs: number; genUs: number; threads: string }> {
   const r0 = procCpuSeconds(pid);
+  const t0 = threadCpuSeconds(pid);
   const g0 = process.cpuUsage();
   const res = await fn();
   const g = process.cpuUsage(g0);
   const regUs = ((procCpuSeconds(pid) - r0) * 1e6) / Math.max(1, res.done);
-  return { ...res, regUs, genUs: (g.user + g.system) / Math.max(1, res.done) };
+  return { ...res, regUs, genUs: (g.user + g.system) / Math.max(1, res.done), threads: threadBreakdown(pid, t0, threadCpuSeconds(pid), res.done) };
 }
 
 function fmt(n: number, digits = 0): string {
@@ -278,43 +319,51 @@ async function main(): Promise<void> {
     const fromPool = (pool: Array<Record<string, unknown>>, fallback: (i: number, ts: number) => Record<string, unknown>) => (c: RegistryClient, i: number): Promise<unknown> =>
       c.request(() => (i < pool.length ? pool[i]! : fallback(i, Date.now())));
     const closedPool = Math.max(20_000, Math.round(12_000 * SECONDS));
-    let heartbeatOp = fromPool(presign(closedPool, heartbeatReq), heartbeatReq);
+    const skipped = { done: NaN, errors: 0, seconds: 1, regUs: NaN, genUs: NaN };
+    const hbMaxLat = new Latencies();
+    let hbMaxRate = NaN;
+    if (PHASES.has('hb')) {
+    const heartbeatOp = fromPool(presign(closedPool, heartbeatReq), heartbeatReq);
 
     // ---- heartbeats, closed loop, with concurrent paced lookups
-    let bgLat = new Latencies();
-    let bg = paced(side, LOOKUP_RATE, lookupOp, bgLat);
-    const hbMaxLat = new Latencies();
+    const bgLat = new Latencies();
+    const bg = paced(side, LOOKUP_RATE, lookupOp, bgLat);
     const hbMax = await withCpu(proc.pid, () => closedLoop(clients, WINDOW, SECONDS * 1000, heartbeatOp, hbMaxLat));
     const bg1 = await bg.stop();
-    const hbMaxRate = hbMax.done / hbMax.seconds;
+    hbMaxRate = hbMax.done / hbMax.seconds;
     console.log(`heartbeats (closed loop): ${fmt(hbMaxRate)}/s, p50 ${fmt(hbMaxLat.pct(50), 2)} ms, p99 ${fmt(hbMaxLat.pct(99), 2)} ms, errors ${hbMax.errors}; concurrent lookups ${fmt(bg1.done / bg1.seconds)}/s p99 ${fmt(bgLat.pct(99), 2)} ms`);
-    console.log(`  CPU per heartbeat (incl. the concurrent lookups): registry ${fmt(hbMax.regUs)} µs, generator ${fmt(hbMax.genUs)} µs`);
+    console.log(`  CPU per heartbeat (incl. the concurrent lookups): registry ${fmt(hbMax.regUs)} µs (${hbMax.threads}), generator ${fmt(hbMax.genUs)} µs`);
+    }
 
-    // ---- heartbeats paced at HB_RATE, with concurrent paced lookups
-    bgLat = new Latencies();
-    bg = paced(side, LOOKUP_RATE, lookupOp, bgLat);
-    heartbeatOp = fromPool(presign(Math.round(HB_RATE * (SECONDS + 2)), heartbeatReq), heartbeatReq);
     const hbLat = new Latencies();
+    let hbPacedRate = NaN;
+    if (PHASES.has('paced')) {
+    // ---- heartbeats paced at HB_RATE, with concurrent paced lookups
+    const bgLat = new Latencies();
+    const heartbeatOp = fromPool(presign(Math.round(HB_RATE * (SECONDS + 2)), heartbeatReq), heartbeatReq);
+    const bg = paced(side, LOOKUP_RATE, lookupOp, bgLat);
     await admin.adminStats(ADMIN); // resets the registry's event-loop delay histogram
+    const cpu0 = procCpuSeconds(proc.pid);
     const hb = paced(clients, HB_RATE, heartbeatOp, hbLat);
     await new Promise((r) => setTimeout(r, SECONDS * 1000));
     const loop = (await admin.adminStats(ADMIN)).event_loop_delay;
     const hbPaced = await hb.stop();
     const bg2 = await bg.stop();
-    const hbPacedRate = hbPaced.done / hbPaced.seconds;
+    const pacedCpu = procCpuSeconds(proc.pid) - cpu0;
+    hbPacedRate = hbPaced.done / hbPaced.seconds;
     console.log(`heartbeats paced at ${fmt(HB_RATE)}/s: achieved ${fmt(hbPacedRate)}/s, p50 ${fmt(hbLat.pct(50), 2)} ms, p99 ${fmt(hbLat.pct(99), 2)} ms; concurrent lookups ${fmt(bg2.done / bg2.seconds)}/s p99 ${fmt(bgLat.pct(99), 2)} ms`);
-    console.log(`  registry event-loop delay meanwhile: p50 ${fmt(loop?.p50_ms ?? NaN, 2)} ms, p99 ${fmt(loop?.p99_ms ?? NaN, 2)} ms, max ${fmt(loop?.max_ms ?? NaN, 2)} ms`);
+    console.log(`  registry event-loop delay meanwhile: p50 ${fmt(loop?.p50_ms ?? NaN, 2)} ms, p99 ${fmt(loop?.p99_ms ?? NaN, 2)} ms, max ${fmt(loop?.max_ms ?? NaN, 2)} ms; registry CPU ${fmt((100 * pacedCpu) / hbPaced.seconds)} % of one core`);
+    }
 
     // ---- lookups, closed loop
     const luLat = new Latencies();
-    const lu = await withCpu(proc.pid, () => closedLoop(clients, WINDOW, SECONDS * 1000, lookupOp, luLat));
+    const lu = PHASES.has('lookup') ? await withCpu(proc.pid, () => closedLoop(clients, WINDOW, SECONDS * 1000, lookupOp, luLat)) : skipped;
     const luRate = lu.done / lu.seconds;
     console.log(`lookups (closed loop): ${fmt(luRate)}/s, p50 ${fmt(luLat.pct(50), 2)} ms, p99 ${fmt(luLat.pct(99), 2)} ms, errors ${lu.errors}; CPU per lookup: registry ${fmt(lu.regUs, 1)} µs, generator ${fmt(lu.genUs, 1)} µs`);
 
     // ---- resolves (signed), closed loop
-    const resolveOp = fromPool(presign(closedPool, resolveReq), resolveReq);
     const reLat = new Latencies();
-    const re = await withCpu(proc.pid, () => closedLoop(clients, WINDOW, SECONDS * 1000, resolveOp, reLat));
+    const re = PHASES.has('resolve') ? await withCpu(proc.pid, () => closedLoop(clients, WINDOW, SECONDS * 1000, fromPool(presign(closedPool, resolveReq), resolveReq), reLat)) : skipped;
     const reRate = re.done / re.seconds;
     console.log(`resolves (closed loop): ${fmt(reRate)}/s, p50 ${fmt(reLat.pct(50), 2)} ms, p99 ${fmt(reLat.pct(99), 2)} ms, errors ${re.errors}; CPU per resolve: registry ${fmt(re.regUs)} µs, generator ${fmt(re.genUs)} µs`);
 

@@ -80,6 +80,10 @@ export interface IpcServerOptions {
 }
 
 const V1_CHUNK = 64 * 1024;
+/** Queued v1 commands (each ≤ 1 MiB) before we stop reading the client. */
+const MAX_PENDING_V1 = 32;
+/** Concurrent extension requests before we stop reading the client (sends are bounded by the window). */
+const MAX_PENDING_EXT = 1024;
 /** v1 clients have no credit: stop reading a connection while the client's socket holds this much. */
 const V1_SOCKET_HIGH_WATER = 4 * 1024 * 1024;
 
@@ -156,6 +160,7 @@ class Bridge {
   localClosed = false;
   /** Set when the stream closed; 'closed' goes out once held data reached the client. */
   closeInfo: { code?: string; reason?: string } | null = null;
+  pumpScheduled = false;
   sendChain: Promise<void> = Promise.resolve();
 
   constructor(
@@ -179,6 +184,10 @@ class IpcClient {
   private dead = false;
   /** Has sent at least one extension request (v1 clients must not see 0x22 events). */
   extension = false;
+  /** Commands accepted but not finished; past a bound we stop reading the socket (memory stays bounded). */
+  private pendingV1 = 0;
+  private pendingExt = 0;
+  private readPaused = false;
   private readonly maxBacklog: number;
   private readonly d: IpcDaemonApi;
   private readonly log: Logger | undefined;
@@ -237,11 +246,37 @@ class IpcClient {
     }
     if (m.type === 'request') {
       this.extension = true;
-      void this.onRequest(m.id, m.body.op, m.body);
+      this.pendingExt++;
+      this.flowControl();
+      void this.onRequest(m.id, m.body.op, m.body).finally(() => {
+        this.pendingExt--;
+        this.flowControl();
+      });
       return;
     }
     // v1 commands: strictly in order on their own chain (no effect on extension requests).
-    this.v1Chain = this.v1Chain.then(() => this.onV1(m)).catch((err: unknown) => this.v1Error(errMessage(err)));
+    this.pendingV1++;
+    this.flowControl();
+    this.v1Chain = this.v1Chain
+      .then(() => this.onV1(m))
+      .catch((err: unknown) => this.v1Error(errMessage(err)))
+      .finally(() => {
+        this.pendingV1--;
+        this.flowControl();
+      });
+  }
+
+  /** Stop reading a client that queues work faster than it completes (a blocked Send/Dial). */
+  private flowControl(): void {
+    if (this.dead) return;
+    const busy = this.pendingV1 > MAX_PENDING_V1 || this.pendingExt > MAX_PENDING_EXT;
+    if (busy && !this.readPaused) {
+      this.readPaused = true;
+      this.s.pause();
+    } else if (!busy && this.readPaused && this.pendingV1 <= MAX_PENDING_V1 / 2 && this.pendingExt <= MAX_PENDING_EXT / 2) {
+      this.readPaused = false;
+      this.s.resume();
+    }
   }
 
   // ----- v1 ---------------------------------------------------------------------------------------
@@ -334,7 +369,9 @@ class IpcClient {
     } catch (err) {
       const { code, message, hint } = toIpcError(err);
       if (id !== 0) this.write(errorResponse(id, code, message, hint));
-      else {
+      else if (op === 'credit' && code === 'not_found') {
+        // Credit racing a close is benign: the connection is gone, nothing to report.
+      } else {
         const conn = typeof body.conn === 'number' ? { conn: body.conn } : {};
         this.write(event('error', { op: typeof op === 'string' ? op : 'unknown', code, message, ...conn }));
       }
@@ -468,20 +505,20 @@ class IpcClient {
       case 'handshake_trusted':
         return (await this.d.handshake({ sub: 'trusted' })) as unknown as IpcMap;
       case 'resolve_hostname':
-        return (await this.d.registryCommand('resolve_hostname', arg.string(a, 'hostname', 300))) as IpcMap;
+        return stripType(await this.d.registryCommand('resolve_hostname', arg.string(a, 'hostname', 300)));
       case 'set_hostname':
-        return (await this.d.registryCommand('set_hostname', arg.string(a, 'hostname', 300))) as IpcMap;
+        return stripType(await this.d.registryCommand('set_hostname', arg.string(a, 'hostname', 300)));
       case 'set_visibility':
-        return (await this.d.registryCommand('set_visibility', arg.bool(a, 'public'))) as IpcMap;
+        return stripType(await this.d.registryCommand('set_visibility', arg.bool(a, 'public')));
       case 'set_tags': {
         const tags = a.tags;
         if (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string')) throw new IpcError('bad_value', 'tags must be an array of strings');
-        return (await this.d.registryCommand('set_tags', tags)) as IpcMap;
+        return stripType(await this.d.registryCommand('set_tags', tags));
       }
       case 'set_task_exec':
-        return (await this.d.registryCommand('set_task_exec', arg.bool(a, 'enabled'))) as IpcMap;
+        return stripType(await this.d.registryCommand('set_task_exec', arg.bool(a, 'enabled')));
       case 'deregister':
-        return (await this.d.registryCommand('deregister', null)) as IpcMap;
+        return stripType(await this.d.registryCommand('deregister', null));
       case 'set_webhook':
         return this.d.setWebhook(arg.string(a, 'url', 2048)) as IpcMap;
       case 'ping': {
@@ -549,7 +586,16 @@ class IpcClient {
       if (b.localClosed) return;
       b.held.push(chunk);
       b.heldBytes += chunk.length;
-      this.pump(b);
+      // Coalesce the segments of one receive burst into fewer, larger messages (one pump per tick),
+      // unless a full chunk is already waiting.
+      if (b.heldBytes >= IPC_MAX_DATA_CHUNK) this.pump(b);
+      else if (!b.pumpScheduled) {
+        b.pumpScheduled = true;
+        setImmediate(() => {
+          b.pumpScheduled = false;
+          this.pump(b);
+        });
+      }
     });
     conn.on('end', () => {
       b.eofSeen = true;
@@ -736,6 +782,12 @@ function waitDrain(conn: Connection): Promise<void> {
     conn.on('drain', done);
     conn.once('close', onClose);
   });
+}
+
+/** Registry replies carry their message `type`; extension results do not. */
+function stripType(r: JsonObject): IpcMap {
+  const { type: _type, ...rest } = r;
+  return rest as IpcMap;
 }
 
 function errMessage(err: unknown): string {

@@ -133,15 +133,17 @@ export class Connection implements ConnInfo {
   }
 
   /**
-   * Replies produced in the same tick (a chunk of pipelined requests, a batch of verified signatures)
-   * leave in one writev: cork on the first write, uncork on nextTick.
+   * Replies produced in the same event-loop turn (chunks of pipelined requests, the batches of verified
+   * signatures every worker answered) leave in one writev: cork on the first write, uncork in the
+   * check phase (setImmediate), after all of this turn's I/O and worker messages were handled. A
+   * writev costs more than the handling of a heartbeat; per-tick uncorking wrote ~2 replies each.
    */
   private write(frame: Buffer): void {
     if (this.closed) return;
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
-      process.nextTick(() => {
+      setImmediate(() => {
         this.corked = false;
         this.socket.uncork();
       });

@@ -7,33 +7,160 @@ import pino, { type Logger } from 'pino';
 import { PilotError } from '../transport/errors.js';
 import { configFromEnv, loadConfigFile, resolveConfig, splitHostPort, type PartialConfig, type RegistryConfig } from './config.js';
 import { DB_FILE, RegistryServer } from './server.js';
+import { BeaconServer } from '../natpunch/beacon-server.js';
+import { startStandaloneBeacon, type RegistryLookup } from '../natpunch/standalone.js';
+import { RegistryClient } from './client.js';
+import { RegistryError } from './errors.js';
 import { importSnapshot } from './store/snapshot.js';
 import { SqliteStore } from './store/sqlite.js';
 
 /**
- * `pilot-registry`: the registry (TCP/TLS :9000) and, once wired, the beacon (UDP :9001) in one
+ * `pilot-registry`: the registry (TCP/TLS :9000) and the beacon (UDP :9001) in one
  * process (SPEC §1). Config: defaults ← `--config FILE` ← env `PILOT_*` ← flags.
  *
  *   pilot-registry [--listen H:P] [--beacon H:P | --no-beacon] [--data-dir D] [--admin-token T] ...
  *   pilot-registry import-snapshot FILE --data-dir DIR
- *   pilot-registry beacon [...]        (beacon alone; wired by the natpunch integration)
+ *   pilot-registry beacon [--beacon H:P] [--registry H:P [--registry-fingerprint HEX]] [--legacy-beacon]
  */
 
-/** A running beacon, as main.ts needs it (the natpunch package provides the implementation). */
+/** A running beacon, as main.ts needs it. */
 export interface BeaconHandle {
+  readonly server: BeaconServer;
+  /** The bound UDP address. */
+  readonly address: { address: string; port: number };
   close(): Promise<void>;
 }
 
+/** The registry a `pilot-registry beacon` asks for node keys (v1 `lookup`). */
+export interface UpstreamRegistry {
+  host: string;
+  port: number;
+  /** TLS with this pinned SHA-256 certificate fingerprint (hex), as printed by `pilot-registry --tls`. */
+  tlsFingerprint?: string;
+  tls?: boolean;
+}
+
+/** How often a beacon re-announces itself (`beacon_register`) and refreshes its peer list (`beacon_list`). */
+function announceEveryMs(config: RegistryConfig): number {
+  return Math.max(1000, Math.floor(config.beaconTtlMs / 3));
+}
+
+/** `host:port` others use to reach a beacon bound at `host`/`port` (IPv6 in brackets). */
+function advertised(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Peer beacons from a `beacon_list`, minus ourselves and wildcard hosts nobody can dial. */
+function peersFrom(list: ReadonlyArray<{ id: number; addr: string }>, selfId: number): Array<{ host: string; port: number }> {
+  const out: Array<{ host: string; port: number }> = [];
+  for (const b of list) {
+    if (b.id === selfId) continue;
+    try {
+      const { host, port } = splitHostPort(b.addr, 'beacon addr');
+      if (host === '0.0.0.0' || host === '::' || port === 0) continue;
+      out.push({ host, port });
+    } catch {
+      // a malformed entry from another beacon: skip it
+    }
+  }
+  return out;
+}
+
 /**
- * BEACON SEAM. The beacon lives in natpunch/ and is wired here: start it on `config.beacon` with
- * `legacyBeacon` deciding whether unsigned discovers are accepted, and give it `registry` (null for
- * `pilot-registry beacon` alone) for `publicKeyOf(nodeId)` (proof of key before binding an endpoint)
- * and `canResolve(requester, target)` (no private endpoints to strangers). Returns null while unwired.
+ * BEACON SEAM (SPEC §1, §7): start natpunch's beacon on `config.beacon` next to `registry`. It binds a
+ * node ID to an endpoint only with proof of the key the registry holds (signed discover, or an unsigned
+ * v1 discover from the endpoint the node registered from; any unsigned discover with `legacyBeacon`),
+ * and discloses endpoints in punch commands only under the registry's privacy rule. The beacon shows in
+ * `/healthz`, `/metrics` and `beacon_list`, and gossips with the other beacons listed there.
  */
-export async function startBeacon(config: RegistryConfig, registry: RegistryServer | null, log: Logger): Promise<BeaconHandle | null> {
-  void registry;
-  log.warn({ beacon: config.beacon }, 'beacon is not built into this binary yet; running the registry only');
-  return null;
+export async function startBeacon(config: RegistryConfig, registry: RegistryServer, log: Logger): Promise<BeaconHandle> {
+  const { host, port } = splitHostPort(config.beacon, 'beacon');
+  const server = new BeaconServer({
+    listen: { host, port },
+    publicKeyOf: (id) => registry.publicKeyOf(id),
+    canDisclose: (a, b) => registry.canResolve(a, b),
+    registeredEndpointOf: (id) => registry.registeredEndpointOf(id),
+    legacy: config.legacyBeacon,
+    log,
+  });
+  const address = await server.listen();
+  registry.attachBeacon(server, advertised(host, address.port));
+  const peers = setInterval(() => {
+    const list = peersFrom(registry.listBeacons(), server.beaconId);
+    server.setPeers(list).catch((err: Error) => log.warn({ err: err.message }, 'beacon: cannot set peers'));
+  }, announceEveryMs(config));
+  peers.unref();
+  return {
+    server,
+    address,
+    close: async () => {
+      clearInterval(peers);
+      registry.detachBeacon();
+      await server.close();
+    },
+  };
+}
+
+/**
+ * `pilot-registry beacon`: the beacon alone. With an upstream registry, node keys (and the registered
+ * endpoint) come from its `lookup` through a short-lived cache, and the beacon announces itself with
+ * `beacon_register` and gossips with the beacons in `beacon_list`. Without one, nothing can prove a key,
+ * so only `--legacy-beacon` binds anything (v1's standalone beacon).
+ */
+export async function startBeaconOnly(config: RegistryConfig, upstream: UpstreamRegistry | null, log: Logger): Promise<BeaconHandle> {
+  const { host, port } = splitHostPort(config.beacon, 'beacon');
+  const listen = { host, port };
+  if (!upstream) {
+    if (!config.legacyBeacon) log.warn('beacon without --registry cannot check node keys: it binds nothing unless --legacy-beacon is given');
+    const server = new BeaconServer({ listen, publicKeyOf: () => null, legacy: config.legacyBeacon, log });
+    const address = await server.listen();
+    return { server, address, close: () => server.close() };
+  }
+  const client = new RegistryClient({
+    host: upstream.host,
+    port: upstream.port,
+    ...(upstream.tls || upstream.tlsFingerprint ? { tls: upstream.tlsFingerprint ? { fingerprint: upstream.tlsFingerprint } : {} } : {}),
+    requestTimeoutMs: 5000,
+  });
+  const lookup: RegistryLookup = {
+    lookup: (nodeId) =>
+      client.lookup(nodeId).then(
+        (r) => ({ public_key: r.public_key, public: r.public, ...(r.real_addr !== undefined ? { real_addr: r.real_addr } : {}) }),
+        (err: unknown) => {
+          if (err instanceof RegistryError && err.code === 'not_found') return null;
+          throw err;
+        },
+      ),
+  };
+  let server: BeaconServer;
+  try {
+    server = await startStandaloneBeacon({ listen, registry: lookup, legacy: config.legacyBeacon, log });
+  } catch (err) {
+    await client.close();
+    throw err;
+  }
+  const address = server.address()!;
+  const self = advertised(host, address.port);
+  const announce = async (): Promise<void> => {
+    try {
+      await client.beaconRegister(server.beaconId, self);
+      await server.setPeers(peersFrom((await client.beaconList()).beacons, server.beaconId));
+    } catch (err) {
+      log.warn({ err: (err as Error).message, registry: `${upstream.host}:${upstream.port}` }, 'beacon: cannot announce to the registry (will retry)');
+    }
+  };
+  void announce();
+  const timer = setInterval(() => void announce(), announceEveryMs(config));
+  timer.unref();
+  return {
+    server,
+    address,
+    close: async () => {
+      clearInterval(timer);
+      await server.close();
+      await client.close();
+    },
+  };
 }
 
 function hostPort(what: string) {
@@ -49,7 +176,7 @@ function hostPort(what: string) {
 
 export type CliCommand =
   | { kind: 'serve'; config: RegistryConfig; warnings: string[] }
-  | { kind: 'beacon'; config: RegistryConfig; warnings: string[] }
+  | { kind: 'beacon'; config: RegistryConfig; warnings: string[]; upstream: UpstreamRegistry | null }
   | { kind: 'import'; file: string; dataDir: string }
   | { kind: 'exit'; code: number };
 
@@ -67,6 +194,9 @@ interface ServeFlags {
   config?: string;
   storeSync?: 'full' | 'normal';
   logLevel?: RegistryConfig['logLevel'];
+  registry?: string;
+  registryTls?: boolean;
+  registryFingerprint?: string;
 }
 
 function addServeOptions(cmd: Command): Command {
@@ -138,12 +268,21 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, out: (s: string
   addServeOptions(
     program
       .command('beacon')
-      .description('run the beacon alone (no registry)')
+      .description('run the beacon alone; node keys come from --registry')
+      .option('--registry <host:port>', 'registry to look node keys up in (and announce this beacon to)', hostPort('--registry'))
+      .option('--registry-tls', 'connect to the registry with TLS')
+      .option('--registry-fingerprint <sha256>', 'pin the registry TLS certificate (hex SHA-256, as pilot-registry --tls prints it; implies --registry-tls)')
       .exitOverride()
       .configureOutput({ writeOut: out, writeErr: err, outputError: (s, write) => write(s.split('\n')[0] + '\n') }),
   ).action((flags: ServeFlags) => {
     const { config, warnings } = buildConfig(flags, env);
-    result = { kind: 'beacon', config, warnings };
+    let upstream: UpstreamRegistry | null = null;
+    if (flags.registry !== undefined) {
+      const { host, port } = splitHostPort(flags.registry, '--registry');
+      upstream = { host, port, tls: flags.registryTls === true || flags.registryFingerprint !== undefined };
+      if (flags.registryFingerprint !== undefined) upstream.tlsFingerprint = flags.registryFingerprint;
+    }
+    result = { kind: 'beacon', config, warnings, upstream };
   });
   try {
     program.parse(argv, { from: 'user' });
@@ -201,11 +340,20 @@ async function serve(config: RegistryConfig, warnings: string[]): Promise<void> 
     await server.close().catch(() => {});
     process.exit(1);
   }
+  if (!config.noBeacon) {
+    try {
+      beacon = await startBeacon(config, server, log);
+    } catch (e) {
+      process.stderr.write(`pilot-registry: cannot start the beacon: ${(e as Error).message} (use --no-beacon to run without it)\n`);
+      await server.close().catch(() => {});
+      process.exit(1);
+    }
+    process.stdout.write(`beacon on udp ${advertised(beacon.address.address, beacon.address.port)}\n`);
+  }
   // the "listening on" line comes last: scripts wait for it and then find the fingerprint above it
   if (info.tlsFingerprint) process.stdout.write(`tls fingerprint (sha-256 of the leaf certificate): ${info.tlsFingerprint}\n`);
   if (info.http) process.stdout.write(`metrics on http://${info.http.address}:${info.http.port}/metrics\n`);
   process.stdout.write(`pilot-registry listening on ${info.registry.address}:${info.registry.port}${info.tlsFingerprint ? ' (tls)' : ''}\n`);
-  if (!config.noBeacon) beacon = await startBeacon(config, server, log); // ← the lead wires natpunch here
 }
 
 async function runImport(file: string, dataDir: string): Promise<number> {
@@ -246,11 +394,15 @@ export async function main(argv = process.argv.slice(2), env = process.env): Pro
       break;
     case 'beacon': {
       const log = pino({ level: cmd.config.logLevel, base: { name: 'pilot-beacon', pid: process.pid } }, pino.destination(2));
-      const beacon = await startBeacon(cmd.config, null, log);
-      if (!beacon) {
-        process.stderr.write('pilot-registry: beacon is not built into this binary yet\n');
+      for (const w of cmd.warnings) log.warn(w);
+      let beacon: BeaconHandle;
+      try {
+        beacon = await startBeaconOnly(cmd.config, cmd.upstream, log);
+      } catch (e) {
+        process.stderr.write(`pilot-registry: cannot start the beacon: ${(e as Error).message}\n`);
         process.exit(1);
       }
+      process.stdout.write(`pilot-registry beacon listening on ${advertised(beacon.address.address, beacon.address.port)} (udp)\n`);
       const stop = (): void => void beacon.close().finally(() => process.exit(0));
       process.on('SIGTERM', stop);
       process.on('SIGINT', stop);

@@ -13,6 +13,14 @@ export interface GaugeSource {
   uptimeSeconds(): number;
 }
 
+/** What the beacon metrics read (natpunch's `BeaconStats` plus health), kept structural. */
+export interface BeaconMetricsSource {
+  healthy: boolean;
+  bindings: number;
+  sendQueue: number;
+  counters: Readonly<Record<string, number>> & { relay_delivered: number; relay_forwarded: number; relay_bytes: number };
+}
+
 interface TypeChildren {
   requests: { inc(): void };
   duration: { observe(v: number): void };
@@ -82,6 +90,71 @@ export class RegistryMetrics {
     gauge('pilot_push_subscriptions', 'Active push subscriptions', () => src.subscriptions());
     gauge('pilot_replay_cache_entries', 'Signatures remembered for replay protection', () => src.replayCacheEntries());
     gauge('pilot_uptime_seconds', 'Seconds since the registry started', () => src.uptimeSeconds());
+  }
+
+  /**
+   * Beacon metrics (SPEC §7) read at scrape time from the in-process beacon; `read` returns null while no
+   * beacon runs. Counters mirror the beacon's own monotonic counters. Call once.
+   */
+  addBeaconSource(read: () => BeaconMetricsSource | null): void {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, pick: (s: BeaconMetricsSource) => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          const s = read();
+          this.set(s ? pick(s) : 0);
+        },
+      });
+    };
+    gauge('pilot_beacon_up', 'The beacon socket is open (1) or not (0)', (s) => (s.healthy ? 1 : 0));
+    gauge('pilot_beacon_bindings', 'Node IDs bound to an endpoint (proof of key) on this beacon', (s) => s.bindings);
+    gauge('pilot_beacon_send_queue', 'Datagrams waiting in the beacon socket send queue', (s) => s.sendQueue);
+    // A counter mirrored from another counter: reset and re-add the current total at each scrape.
+    const mirror = (name: string, help: string, pick: (s: BeaconMetricsSource) => number): void => {
+      new Counter({
+        name,
+        help,
+        registers,
+        collect() {
+          const s = read();
+          this.reset();
+          if (s) this.inc(pick(s));
+        },
+      });
+    };
+    mirror('pilot_beacon_relayed_total', 'Relay frames delivered or forwarded to a peer beacon', (s) => s.counters.relay_delivered + s.counters.relay_forwarded);
+    mirror('pilot_beacon_relay_bytes_total', 'Relayed payload bytes', (s) => s.counters.relay_bytes);
+    new Counter({
+      name: 'pilot_beacon_dropped_total',
+      help: 'Beacon datagrams dropped, by reason',
+      labelNames: ['reason'],
+      registers,
+      collect() {
+        const s = read();
+        this.reset();
+        if (!s) return;
+        for (const [k, v] of Object.entries(s.counters)) {
+          if (k.startsWith('relay_dropped_')) this.labels(k.slice('relay_dropped_'.length)).inc(v);
+          else if (k === 'replies_dropped_queue_full') this.labels('reply_queue_full').inc(v);
+          else if (k === 'malformed' || k === 'unexpected_type') this.labels(k).inc(v);
+        }
+      },
+    });
+    new Counter({
+      name: 'pilot_beacon_events_total',
+      help: 'Every beacon counter (discover/punch/relay/sync outcomes), by event',
+      labelNames: ['event'],
+      registers,
+      collect() {
+        const s = read();
+        this.reset();
+        if (!s) return;
+        for (const [k, v] of Object.entries(s.counters)) this.labels(k).inc(v);
+      },
+    });
   }
 
   request(type: string, seconds: number): void {

@@ -20,6 +20,7 @@ import { RegistryState } from './state.js';
 import { SqliteStore } from './store/sqlite.js';
 import type { RegistryStore } from './store/types.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls.js';
+import type { BeaconServer } from '../natpunch/beacon-server.js';
 import { VerifyPool, type Verifier } from './verify-pool.js';
 
 export interface RegistryServerOptions {
@@ -78,6 +79,7 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
   private state_: 'new' | 'listening' | 'closing' | 'closed' = 'new';
   private failed: Error | null = null;
   private loopDelay: IntervalHistogram | null = null;
+  private beacon: { server: BeaconServer; timer: NodeJS.Timeout } | null = null;
 
   readonly maxPipeline: number;
   readonly maxFrameBytes: number;
@@ -243,6 +245,56 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
     return n && !n.deregistered ? Buffer.from(n.publicKey, 'base64') : null;
   }
 
+  /**
+   * The endpoint this registry recorded for a node at its (signed) registration: the beacon binds an
+   * unsigned v1 discover that comes from exactly there (SPEC §7 "the registry's authenticated record").
+   */
+  registeredEndpointOf(nodeId: number): { address: string; port: number } | null {
+    const n = this.state.node(nodeId);
+    if (!n || n.deregistered) return null;
+    const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(n.realAddr);
+    return m ? { address: m[1]!, port: Number(m[2]) } : null;
+  }
+
+  /**
+   * Attach the in-process beacon (main.ts starts it): its health joins `/healthz`, its counters
+   * `/metrics`, and it lists itself in `beacon_list` under `advertise` (refreshed within the beacon TTL)
+   * so daemons and peer beacons find it. The registry does not close it.
+   */
+  attachBeacon(beacon: BeaconServer, advertise: string): void {
+    if (this.beacon) throw new Error('a beacon is already attached');
+    const refresh = (): void => {
+      this.beacons.delete(beacon.beaconId); // insertion order = recency (admin.ts)
+      this.beacons.set(beacon.beaconId, { addr: advertise, seenMs: this.clock.now() });
+    };
+    refresh();
+    const timer = setInterval(refresh, Math.max(1000, Math.floor(this.config.beaconTtlMs / 3)));
+    timer.unref();
+    this.beacon = { server: beacon, timer };
+    this.metrics.addBeaconSource(() => {
+      const b = this.beacon?.server;
+      if (!b) return null;
+      const st = b.stats();
+      return { healthy: b.healthy(), bindings: st.bindings, sendQueue: st.sendQueue, counters: st.counters };
+    });
+  }
+
+  /** Live entries of `beacon_list` (the in-process beacon included). */
+  listBeacons(): Array<{ id: number; addr: string }> {
+    const now = this.clock.now();
+    const out: Array<{ id: number; addr: string }> = [];
+    for (const [id, b] of this.beacons) if (now - b.seenMs <= this.config.beaconTtlMs) out.push({ id, addr: b.addr });
+    return out;
+  }
+
+  /** Forget the attached beacon (before closing it). */
+  detachBeacon(): void {
+    if (!this.beacon) return;
+    clearInterval(this.beacon.timer);
+    this.beacons.delete(this.beacon.server.beaconId);
+    this.beacon = null;
+  }
+
   /** The privacy rule, for the beacon's punch/relay decisions (SPEC §6). */
   canResolve(requesterId: number, targetId: number): boolean {
     return this.state.canResolve(requesterId, targetId);
@@ -367,9 +419,18 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
       return;
     }
     if (path === '/healthz') {
-      const ok = this.failed === null && this.state_ === 'listening';
+      const beacon = this.beacon?.server;
+      const beaconOk = !beacon || beacon.healthy();
+      const ok = this.failed === null && this.state_ === 'listening' && beaconOk;
       res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ status: ok ? 'ok' : 'unhealthy', nodes_online: this.state.counters.online, ...(this.failed ? { error: 'store failed' } : {}) }));
+      res.end(
+        JSON.stringify({
+          status: ok ? 'ok' : 'unhealthy',
+          nodes_online: this.state.counters.online,
+          beacon: beacon ? { status: beaconOk ? 'ok' : 'down', bindings: beacon.stats().bindings } : { status: 'off' },
+          ...(this.failed ? { error: 'store failed' } : {}),
+        }),
+      );
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' });
@@ -385,6 +446,7 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
     this.state_ = 'closing';
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    this.detachBeacon();
     const tcpClosed = this.tcp ? new Promise<void>((r) => this.tcp!.close(() => r())) : Promise.resolve();
     const httpClosed = this.http ? new Promise<void>((r) => this.http!.close(() => r())) : Promise.resolve();
     this.http?.closeAllConnections();

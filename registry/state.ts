@@ -22,6 +22,9 @@ import { MAX_NODE_ID, MAX_NETWORK_ID } from './protocol/validate.js';
  * measured well under 2 KiB per node at 100k nodes (see bench/registry-load.ts).
  */
 
+/** Granularity of persisted heartbeat last-seen (see `markSeen`). */
+export const LAST_SEEN_PERSIST_SEC = 60;
+
 export const NodeFlag = {
   Public: 1,
   TaskExec: 2,
@@ -271,7 +274,12 @@ export class RegistryState {
     });
   }
 
-  /** Heartbeat: memory only; the last-seen flush persists it in batches. */
+  /**
+   * Heartbeat: memory only; the last-seen flush persists it in batches, and only when the heartbeat
+   * enters a new `LAST_SEEN_PERSIST_SEC` window: the stored value then lags the real one by less than
+   * that (plus the flush interval) while a node heartbeating every 20–30 s costs a row write per
+   * minute instead of one per heartbeat. Only startup reads it (stale after 3 min).
+   */
   markSeen(n: NodeEntry, nowSec: number): void {
     if (n.offline) {
       this.account(n, -1);
@@ -279,8 +287,8 @@ export class RegistryState {
       this.account(n, 1);
     }
     if (n.lastSeen !== nowSec) {
+      if (Math.floor(n.lastSeen / LAST_SEEN_PERSIST_SEC) !== Math.floor(nowSec / LAST_SEEN_PERSIST_SEC)) this.dirtySeen.add(n.id);
       n.lastSeen = nowSec;
-      this.dirtySeen.add(n.id);
     }
   }
 

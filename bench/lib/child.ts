@@ -9,6 +9,9 @@ export class BenchChild {
   private exited: Error | null = null;
 
   constructor(script: string, args: string[] = [], execArgv: string[] = []) {
+    // BENCH_PROFILE_DIR=DIR writes a V8 CPU profile of every child there (see README, Benchmarks).
+    const prof = process.env.BENCH_PROFILE_DIR;
+    if (prof && execArgv.length === 0) execArgv = ['--cpu-prof', `--cpu-prof-dir=${prof}`];
     this.proc = fork(script, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv });
     this.proc.on('message', (m: BenchMessage) => {
       const i = this.waiting.findIndex((w) => w.type === m.type);
@@ -81,6 +84,8 @@ export function serveParent(handler: (m: BenchMessage, reply: (r: BenchMessage) 
       .catch((err: Error) => reply({ type: 'error', message: err.stack ?? err.message }));
   });
   process.on('disconnect', () => process.exit(0));
+  // A clean exit on SIGTERM (BenchChild.close) so --cpu-prof profiles get written.
+  process.on('SIGTERM', () => process.exit(0));
 }
 
 /** CPU time of this process in ms (user + system). */

@@ -282,6 +282,19 @@ export interface IpcOps {
   network_leave: { args: OpenArgs; result: IpcMap };
   network_members: { args: OpenArgs; result: IpcMap };
   stats: { args: Empty; result: IpcMap };
+  /** Registry passthroughs (v1 0x11–0x1E as extension ops); results are the registry's reply minus `type`. */
+  resolve_hostname: { args: { hostname: string }; result: IpcMap };
+  set_hostname: { args: { hostname: string }; result: IpcMap };
+  set_visibility: { args: { public: boolean }; result: IpcMap };
+  set_tags: { args: { tags: string[] }; result: IpcMap };
+  set_task_exec: { args: { enabled: boolean }; result: IpcMap };
+  deregister: { args: Empty; result: IpcMap };
+  set_webhook: { args: { url: string }; result: { webhook: string } };
+  /** Control-protocol ping through the tunnel (`addr`: address, node ID or hostname). */
+  ping: { args: { addr: string; size?: number }; result: { rtt_ms: number } };
+  /** Address / node ID / hostname → address. */
+  resolve: { args: { addr: string }; result: { address: string; node_id: number } };
+  network_policy: { args: OpenArgs; result: IpcMap };
 }
 export type IpcOpName = keyof IpcOps;
 export type IpcRequestOf<K extends IpcOpName> = { op: K } & IpcOps[K]['args'];

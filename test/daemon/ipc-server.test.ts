@@ -66,6 +66,26 @@ t.test('ipc server', async (t) => {
     t.same(trusted.map((x) => x.node_id), [b.nodeId]);
   });
 
+  await t.test('registry passthroughs and ping', async (t) => {
+    const c = await RawIpc.connect(t, b.config.socket);
+    const sh = await c.ok('set_hostname', { hostname: 'bravo-node' });
+    t.equal(sh.hostname, 'bravo-node');
+    t.notOk('type' in sh, 'extension results carry no registry message type');
+    const r = await ia.ok('resolve', { addr: 'bravo-node' });
+    t.equal(r.node_id, b.nodeId, 'hostname resolves to the node');
+    const p = await ia.ok('ping', { addr: 'bravo-node' });
+    t.ok(typeof p.rtt_ms === 'number' && (p.rtt_ms as number) >= 0, 'ping through the tunnel');
+    // v1 SetHostname (0x13) → SetHostnameOK (0x14) with the registry's JSON
+    const v = await RawIpc.connect(t, b.config.socket);
+    const raw = rawReader(v);
+    v.raw(frame(Buffer.concat([Buffer.from([0x13]), Buffer.from('bravo2')])));
+    const ok = await raw.next();
+    t.equal(ok[4], 0x14);
+    t.match(JSON.parse(ok.subarray(5).toString()), { type: 'set_hostname_ok', hostname: 'bravo2' });
+    const bad = await c.call('set_hostname', { hostname: 'Not Valid!' });
+    t.equal(bad.ok, false, 'registry refusal surfaces as an error response');
+  });
+
   await t.test('no head-of-line blocking', async (t) => {
     const c = await RawIpc.connect(t, a.config.socket);
     const order: string[] = [];
@@ -155,6 +175,18 @@ t.test('ipc server', async (t) => {
     }
     const gi = await g.call('info', {}, 15_000).catch((e: Error) => ({ ok: false, message: e.message + ' closed=' + g.closed }));
     t.equal(gi.ok, true, 'client still answered after 200 junk requests ' + JSON.stringify(gi.message));
+
+    // A client's ports and connections go away with it.
+    const owner = await RawIpc.connect(t, a.config.socket);
+    await owner.ok('listen', { port: 7100 });
+    await owner.ok('datagram_bind', { port: 7100 });
+    const held = await owner.ok('dial', { addr: b.address, port: 7 });
+    owner.close();
+    const next = await RawIpc.connect(t, a.config.socket);
+    await until(async () => (await next.call('listen', { port: 7100 })).ok, 5000, 'port 7100 freed');
+    t.equal((await next.call('datagram_bind', { port: 7100 })).ok, true, 'datagram port freed');
+    await until(() => !a.host.connections().some((c) => c.id === held.conn && c.state === 'ESTABLISHED'), 5000, 'connection closed');
+    t.equal((await next.call('listen', { port: 7 })).code, 'port_in_use', 'service ports cannot be taken');
 
     // The daemon is alive and serving.
     const fresh = await RawIpc.connect(t, a.config.socket);
