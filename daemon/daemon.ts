@@ -565,12 +565,13 @@ export class Daemon implements IpcDaemonApi {
     this.assertRunning();
     if (addr.node === this.nodeId) throw new PilotError('invalid_argument', 'cannot dial our own node');
     await this.peers.ensurePath(addr.node);
-    return this.host.connect(addr, port, { ...(timeoutMs ? { timeoutMs } : {}), noDelay: true });
+    // Half-open: IPC `end` is a half-close; a peer's FIN must not stop our replies (SPEC §8).
+    return this.host.connect(addr, port, { ...(timeoutMs ? { timeoutMs } : {}), noDelay: true, allowHalfOpen: true });
   }
 
   listen(port: number, backlog?: number): Listener {
     this.assertRunning();
-    return this.host.listen(port, backlog ? { backlog } : {});
+    return this.host.listen(port, { allowHalfOpen: true, ...(backlog ? { backlog } : {}) });
   }
 
   bindDatagram(port: number): DatagramSocket {

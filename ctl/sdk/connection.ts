@@ -36,7 +36,9 @@ export class PilotConnection extends Duplex {
     info: ConnectionInfo,
     opts: { sendWindow: number; recvCredit: number },
   ) {
-    super({ allowHalfOpen: true, readableHighWaterMark: Math.max(64 * 1024, opts.recvCredit), writableHighWaterMark: IPC_MAX_DATA_CHUNK });
+    // As net.Socket: once the peer ended and our 'end' handlers ran (they may still write a reply), our
+    // side ends too, so a connection never lingers half-open because one program forgot to end it.
+    super({ allowHalfOpen: false, readableHighWaterMark: Math.max(64 * 1024, opts.recvCredit), writableHighWaterMark: IPC_MAX_DATA_CHUNK });
     this.id = info.conn;
     this.localPort = info.localPort;
     this.remoteAddr = info.remoteAddr;

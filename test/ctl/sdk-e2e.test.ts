@@ -36,6 +36,21 @@ t.test('SDK against real daemons', async (t) => {
     }
   });
 
+  await t.test('half-close: the server replies after the client ended its side', async (t) => {
+    const server = await b.pilot.listen(2001);
+    server.once('connection', (conn: PilotConnection) => {
+      const parts: Buffer[] = [];
+      conn.on('data', (c: Buffer) => parts.push(c));
+      conn.on('end', () => conn.end(`got ${Buffer.concat(parts).toString()}`));
+    });
+    const conn = await a.pilot.dial('bravo', 2001);
+    conn.end('request');
+    const reply: Buffer[] = [];
+    for await (const c of conn) reply.push(c as Buffer);
+    t.equal(Buffer.concat(reply).toString(), 'got request', 'reply arrives after our FIN');
+    await server.close();
+  });
+
   await t.test('listen/dial with back-pressure: 8 MiB to a slow reader, hash verified', async (t) => {
     const server = await b.pilot.listen(2000, { recvCredit: 256 * 1024 });
     const received = new Promise<string>((resolve, reject) => {
