@@ -179,6 +179,10 @@ export class EnterpriseState {
     return this.preassign.get(networkId)?.get(externalId.toLowerCase());
   }
 
+  preassignCount(networkId: number): number {
+    return this.preassign.get(networkId)?.size ?? 0;
+  }
+
   setPreassign(networkId: number, externalId: string, role: PreassignRow['role'] | null): Mutation[] {
     const key = externalId.toLowerCase();
     if (role === null) {

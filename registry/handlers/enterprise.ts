@@ -33,6 +33,8 @@ import { keyHandlers } from './enterprise-keys.js';
  */
 
 const MAX_EXTERNAL_ID = 512;
+/** pre-assignments per network (bounded like everything else) */
+export const MAX_PREASSIGN = 10_000;
 
 function enterpriseOn(ctx: HandlerContext, net: NetworkEntry, actorId: number | null): Mutation[] {
   const out = ctx.enterprise.putExt(net.id, { enterprise: true });
@@ -167,6 +169,9 @@ const setRolePreassignment: Handler = {
     const role = r as 'admin' | 'member' | null;
     const { net, actor } = await authorizeActor(ctx, m, 'set_role_preassignment', role === 'admin' ? 'owner' : 'admin', externalId.toLowerCase());
     ctx.enterprise.requireEnterprise(net, 'set_role_preassignment');
+    if (role !== null && ctx.enterprise.preassignCount(net.id) >= MAX_PREASSIGN && ctx.enterprise.preassigned(net.id, externalId) === undefined) {
+      throw new RegistryError('limit_reached', `network ${net.id} has ${MAX_PREASSIGN} role pre-assignments; remove some first`);
+    }
     await ctx.commit(ctx.enterprise.setPreassign(net.id, externalId, role));
     audit(ctx, 'set_role_preassignment', { actor: actor.id, via: actor.via, network_id: net.id, external_id: externalId, role });
     return { type: 'set_role_preassignment_ok', network_id: net.id, external_id: externalId.toLowerCase(), role };
