@@ -3,7 +3,7 @@ import { challenges } from '../protocol/challenges.js';
 import type { KeyInfoOk, LookupOk, RotateKeyOk } from '../protocol/messages.js';
 import { reqNodeId, reqString, signedFields, type JsonObject } from '../protocol/validate.js';
 import type { NodeEntry } from '../state.js';
-import type { NodeKeyRow } from '../store/types.js';
+import type { Mutation, NodeKeyRow } from '../store/types.js';
 import { addressOf, type Handler, type HandlerContext } from './context.js';
 import { audit } from './enterprise-auth.js';
 import { MAX_KEY_EXPIRY_S } from './enterprise-state.js';
@@ -136,6 +136,17 @@ export async function lookupWithIdentity(ctx: HandlerContext, m: JsonObject, nod
   }
   if (Object.keys(ids).length) reply.external_ids = ids;
   return reply;
+}
+
+/**
+ * Key replaced outside rotate_key (owner reclaim at register): a new key starts a fresh lifecycle; an expiry
+ * set for the lost key does not carry over (only nodes that had key info get a row).
+ */
+export function keyReplaced(ctx: HandlerContext, node: NodeEntry): Mutation[] {
+  const prev = ctx.enterprise.keys.get(node.id);
+  if (!prev) return [];
+  const now = ctx.nowSec();
+  return ctx.enterprise.putKey({ nodeId: node.id, keyCreatedAt: now, rotatedAt: now, rotateCount: prev.rotateCount + 1, expiresAt: null });
 }
 
 export const keyHandlers: ReadonlyArray<readonly [string, Handler]> = [

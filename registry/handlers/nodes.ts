@@ -29,7 +29,7 @@ import { hostnameProblem, normaliseTags } from '../rules.js';
 import { NodeFlag, type NodeEntry } from '../state.js';
 import type { Mutation } from '../store/types.js';
 import { addressOf, type ConnInfo, type Handler, type HandlerContext } from './context.js';
-import { lookupWithIdentity, rotateKeyHandler } from './enterprise-keys.js';
+import { keyReplaced, lookupWithIdentity, rotateKeyHandler } from './enterprise-keys.js';
 
 /**
  * Node lifecycle and directory messages (wire reference §1.10): register, lookup, resolve, heartbeat,
@@ -99,6 +99,7 @@ const register: Handler = {
       node = holder;
       ctx.log.warn({ node_id: node.id, ip: conn.ip }, 'node ID reclaimed by owner with a new key');
       mutations = ctx.state.reregister(node, { realAddr, nowSec: ctx.nowSec(), publicKey });
+      mutations.push(...keyReplaced(ctx, node)); // enterprise: the lost key's expiry does not bind the new key
     } else {
       ctx.limit(conn, 'register_new');
       existing = false;
