@@ -14,8 +14,20 @@ import type {
   HeartbeatOk,
   JoinNetworkOk,
   JoinRule,
+  InviteToNetworkOk,
+  KeyInfoOk,
   KickMemberOk,
   LeaveNetworkOk,
+  ListMembersOk,
+  MemberRoleOk,
+  PollInvitesOk,
+  RespondInviteOk,
+  SetJoinRuleOk,
+  SetMemberTagsOk,
+  SetNetworkAdminTokenOk,
+  SetNetworkEnterpriseOk,
+  SetRolePreassignmentOk,
+  TransferOwnershipOk,
   ListNetworksOk,
   ListNodesOk,
   LookupOk,
@@ -89,6 +101,14 @@ export interface NodeAuth {
   identity: Signer;
   nodeId: number;
 }
+
+/** Who acts on an enterprise network: a signing node, the registry admin token, or the network's admin token. */
+export type NetworkActor = NodeAuth | { adminToken: string } | { networkAdminToken: string };
+
+/** Proof for identity join rules (registry/identity JoinProof). */
+export type JoinProofInput = Partial<
+  Record<'oidc_token' | 'svid_chain' | 'jwt_svid' | 'cert_chain' | 'pop_signature' | 'ldap_user' | 'ldap_password' | 'webhook_token', string>
+>;
 
 type Json = Record<string, unknown>;
 
@@ -451,8 +471,12 @@ export class RegistryClient {
     });
   }
 
-  lookup(nodeId: number): Promise<LookupOk> {
-    return this.request(() => ({ type: 'lookup', node_id: nodeId }), { idempotent: true });
+  /** With `requester` (signed), external IDs on networks shared with the node are included. */
+  lookup(nodeId: number, requester?: NodeAuth): Promise<LookupOk> {
+    if (!requester) return this.request(() => ({ type: 'lookup', node_id: nodeId }), { idempotent: true });
+    return this.request(this.signedBuild('lookup', requester, challenges.lookup(requester.nodeId, nodeId), { node_id: nodeId, requester_id: requester.nodeId }), {
+      idempotent: true,
+    });
   }
 
   resolve(auth: NodeAuth, nodeId: number): Promise<ResolveOk> {
@@ -509,7 +533,7 @@ export class RegistryClient {
 
   /** Signed with the current key (`auth.identity`). */
   rotateKey(auth: NodeAuth, newPublicKeyB64: string): Promise<RotateKeyOk> {
-    return this.request(this.signedBuild('rotate_key', auth, challenges.rotateKey(auth.nodeId), { node_id: auth.nodeId, new_public_key: newPublicKeyB64 }));
+    return this.request(this.signedBuild('rotate_key', auth, challenges.rotateKeyTo(auth.nodeId, newPublicKeyB64), { node_id: auth.nodeId, new_public_key: newPublicKeyB64 }));
   }
 
   getPoloScore(nodeId: number): Promise<PoloScoreOk> {
@@ -579,43 +603,172 @@ export class RegistryClient {
 
   createNetwork(
     adminToken: string,
-    p: { name: string; joinRule: JoinRule; token?: string; nodeId?: number; allowedPorts?: number[]; maxMembers?: number },
+    p: {
+      name: string;
+      joinRule: JoinRule;
+      token?: string;
+      nodeId?: number;
+      allowedPorts?: number[];
+      maxMembers?: number;
+      /** enterprise layer (registry/ENTERPRISE.md) */
+      enterprise?: boolean;
+      identityRule?: Record<string, unknown>;
+      groupNetworks?: Record<string, number[]>;
+      networkAdminToken?: string;
+    },
   ): Promise<CreateNetworkOk> {
     const fields: Json = { type: 'create_network', admin_token: adminToken, name: p.name, join_rule: p.joinRule };
     if (p.token !== undefined) fields.token = p.token;
+    if (p.enterprise !== undefined) fields.enterprise = p.enterprise;
+    if (p.identityRule !== undefined) fields.identity_rule = p.identityRule;
+    if (p.groupNetworks !== undefined) fields.group_networks = p.groupNetworks;
+    if (p.networkAdminToken !== undefined) fields.network_admin_token = p.networkAdminToken;
     if (p.nodeId !== undefined) fields.node_id = p.nodeId;
     if (p.allowedPorts !== undefined) fields.allowed_ports = p.allowedPorts;
     if (p.maxMembers !== undefined) fields.max_members = p.maxMembers;
     return this.request(() => fields);
   }
 
-  joinNetwork(auth: NodeAuth, networkId: number, token?: string): Promise<JoinNetworkOk> {
+  /**
+   * Join a network. `proof` is for identity join rules: either the proof object, or a function building
+   * it from the request's `ts` (certificate proofs of possession sign `popChallenge({networkId, nodeId,
+   * nodePublicKey, ts})` and must use the same ts as the request signature).
+   */
+  joinNetwork(auth: NodeAuth, networkId: number, token?: string, proof?: JoinProofInput | ((ts: number) => JoinProofInput)): Promise<JoinNetworkOk> {
     const fields: Json = { node_id: auth.nodeId, network_id: networkId };
     if (token !== undefined) fields.token = token;
-    return this.request(this.signedBuild('join_network', auth, challenges.joinNetwork(auth.nodeId, networkId), fields));
+    const challenge = challenges.joinNetwork(auth.nodeId, networkId);
+    return this.request(() => {
+      const signed = signFresh(auth.identity, challenge, this.nextTs());
+      const p = typeof proof === 'function' ? proof(signed.ts) : proof;
+      return { type: 'join_network', ...fields, ...(p !== undefined ? { proof: p } : {}), ...signed };
+    });
   }
 
   leaveNetwork(auth: NodeAuth, networkId: number): Promise<LeaveNetworkOk> {
     return this.request(this.signedBuild('leave_network', auth, challenges.leaveNetwork(auth.nodeId, networkId), { node_id: auth.nodeId, network_id: networkId }));
   }
 
-  deleteNetwork(adminToken: string, networkId: number): Promise<DeleteNetworkOk> {
-    return this.request(() => ({ type: 'delete_network', admin_token: adminToken, network_id: networkId }));
+  /** `by`: the registry admin token, or on enterprise networks the owner (signed) or ... see kickMember. */
+  deleteNetwork(by: string | NetworkActor, networkId: number): Promise<DeleteNetworkOk> {
+    return this.request(this.actorBuild('delete_network', typeof by === 'string' ? { adminToken: by } : by, networkId, 0, {}));
   }
 
-  renameNetwork(adminToken: string, networkId: number, name: string): Promise<RenameNetworkOk> {
-    return this.request(() => ({ type: 'rename_network', admin_token: adminToken, network_id: networkId, name }), { idempotent: true });
+  renameNetwork(by: string | NetworkActor, networkId: number, name: string): Promise<RenameNetworkOk> {
+    return this.request(this.actorBuild('rename_network', typeof by === 'string' ? { adminToken: by } : by, networkId, 0, { name }), { idempotent: true });
   }
 
-  kickMember(adminToken: string, networkId: number, nodeId: number): Promise<KickMemberOk> {
-    return this.request(() => ({ type: 'kick_member', admin_token: adminToken, network_id: networkId, node_id: nodeId }));
+  /** `by`: the registry admin token (v1), or on enterprise networks an owner/admin node or the network admin token. */
+  kickMember(by: string | NetworkActor, networkId: number, nodeId: number): Promise<KickMemberOk> {
+    return this.request(this.actorBuild('kick_member', typeof by === 'string' ? { adminToken: by } : by, networkId, nodeId, { node_id: nodeId }));
   }
 
-  setNetworkPolicy(adminToken: string, networkId: number, p: { allowedPorts?: number[]; maxMembers?: number }): Promise<NetworkPolicyOk> {
-    const fields: Json = { type: 'set_network_policy', admin_token: adminToken, network_id: networkId };
+  // ---------------------------------------------------------------- enterprise (registry/ENTERPRISE.md)
+
+  /**
+   * A role-gated request on `networkId`: signed by the acting node over `<op>:<actor>:<network>:<target>:<ts>`,
+   * or carrying the registry admin token or the network's admin token.
+   */
+  private actorBuild(type: string, by: NetworkActor, networkId: number, target: number | string, fields: Json): () => Json {
+    const base: Json = { type, network_id: networkId, ...fields };
+    if ('adminToken' in by) return () => ({ ...base, admin_token: by.adminToken });
+    if ('networkAdminToken' in by) return () => ({ ...base, network_admin_token: by.networkAdminToken });
+    const challenge = challenges.networkOp(type, by.nodeId, networkId, target);
+    return () => ({ ...base, actor_id: by.nodeId, ...signFresh(by.identity, challenge, this.nextTs()) });
+  }
+
+  /** Turn enterprise on/off (owner or registry admin). Off erases roles. */
+  setNetworkEnterprise(by: NetworkActor, networkId: number, enterprise: boolean): Promise<SetNetworkEnterpriseOk> {
+    return this.request(this.actorBuild('set_network_enterprise', by, networkId, 0, { enterprise }), { idempotent: true });
+  }
+
+  /** Change the join rule (owner/admin of an enterprise network). */
+  setJoinRule(
+    by: NetworkActor,
+    networkId: number,
+    p: { joinRule: JoinRule; token?: string; identityRule?: Record<string, unknown>; groupNetworks?: Record<string, number[]> },
+  ): Promise<SetJoinRuleOk> {
+    const f: Json = { join_rule: p.joinRule };
+    if (p.token !== undefined) f.token = p.token;
+    if (p.identityRule !== undefined) f.identity_rule = p.identityRule;
+    if (p.groupNetworks !== undefined) f.group_networks = p.groupNetworks;
+    return this.request(this.actorBuild('set_join_rule', by, networkId, 0, f), { idempotent: true });
+  }
+
+  /** member → admin (owner only). */
+  promoteMember(by: NetworkActor, networkId: number, nodeId: number): Promise<MemberRoleOk> {
+    return this.request(this.actorBuild('promote_member', by, networkId, nodeId, { node_id: nodeId }));
+  }
+
+  /** admin → member (owner only). */
+  demoteMember(by: NetworkActor, networkId: number, nodeId: number): Promise<MemberRoleOk> {
+    return this.request(this.actorBuild('demote_member', by, networkId, nodeId, { node_id: nodeId }));
+  }
+
+  /** Atomic: the old owner becomes admin, `newOwnerId` owner (owner only). */
+  transferOwnership(by: NetworkActor, networkId: number, newOwnerId: number): Promise<TransferOwnershipOk> {
+    return this.request(this.actorBuild('transfer_ownership', by, networkId, newOwnerId, { new_owner_id: newOwnerId }));
+  }
+
+  getMemberRole(by: NetworkActor, networkId: number, nodeId: number): Promise<MemberRoleOk> {
+    return this.request(this.actorBuild('get_member_role', by, networkId, nodeId, { node_id: nodeId }), { idempotent: true });
+  }
+
+  /** Set ("" clears) the network's own admin token (owner). */
+  setNetworkAdminToken(by: NetworkActor, networkId: number, token: string): Promise<SetNetworkAdminTokenOk> {
+    return this.request(this.actorBuild('set_network_admin_token', by, networkId, 0, { token }), { idempotent: true });
+  }
+
+  /** A node later admitted with `externalId` (case-insensitive) gets `role`; null removes the entry. */
+  setRolePreassignment(by: NetworkActor, networkId: number, externalId: string, role: 'admin' | 'member' | null): Promise<SetRolePreassignmentOk> {
+    return this.request(this.actorBuild('set_role_preassignment', by, networkId, externalId.toLowerCase(), { external_id: externalId, role }), { idempotent: true });
+  }
+
+  /** Per-network tags of a member (owner/admin); [] clears. */
+  setMemberTags(by: NetworkActor, networkId: number, nodeId: number, tags: string[]): Promise<SetMemberTagsOk> {
+    return this.request(this.actorBuild('set_member_tags', by, networkId, nodeId, { node_id: nodeId, tags }), { idempotent: true });
+  }
+
+  /** Members with role, external ID, member tags and online state (any member, or an admin token). */
+  listMembers(by: NetworkActor, networkId: number): Promise<ListMembersOk> {
+    return this.request(this.actorBuild('list_members', by, networkId, 0, {}), { idempotent: true });
+  }
+
+  /** Invite `nodeId` (owner/admin of an enterprise network). `ttlS` 60 s … 30 days (default 7 days). */
+  inviteToNetwork(by: NetworkActor, networkId: number, nodeId: number, opts: { ttlS?: number } = {}): Promise<InviteToNetworkOk> {
+    return this.request(this.actorBuild('invite_to_network', by, networkId, nodeId, { node_id: nodeId, ...(opts.ttlS !== undefined ? { ttl_s: opts.ttlS } : {}) }));
+  }
+
+  /** The node's pending (unexpired) invites; signed by the invitee. */
+  pollInvites(auth: NodeAuth): Promise<PollInvitesOk> {
+    return this.request(this.signedBuild('poll_invites', auth, challenges.pollInvites(auth.nodeId), { node_id: auth.nodeId }), { idempotent: true });
+  }
+
+  /** Accept (join as member, subject to max_members) or reject an invite; signed by the invitee. */
+  respondInvite(auth: NodeAuth, networkId: number, accept: boolean): Promise<RespondInviteOk> {
+    return this.request(
+      this.signedBuild('respond_invite', auth, challenges.respondInvite(auth.nodeId, networkId), { node_id: auth.nodeId, network_id: networkId, accept }),
+    );
+  }
+
+  /**
+   * Key expiry (unix seconds; null clears). Signed by the node (may set or shorten only) or with the admin
+   * token (`{ adminToken, nodeId }`).
+   */
+  setKeyExpiry(by: NodeAuth | { adminToken: string; nodeId: number }, expiresAt: number | null): Promise<KeyInfoOk> {
+    if ('adminToken' in by) return this.request(() => ({ type: 'set_key_expiry', node_id: by.nodeId, expires_at: expiresAt, admin_token: by.adminToken }), { idempotent: true });
+    return this.request(this.signedBuild('set_key_expiry', by, challenges.setKeyExpiry(by.nodeId), { node_id: by.nodeId, expires_at: expiresAt }), { idempotent: true });
+  }
+
+  getKeyInfo(nodeId: number): Promise<KeyInfoOk> {
+    return this.request(() => ({ type: 'get_key_info', node_id: nodeId }), { idempotent: true });
+  }
+
+  setNetworkPolicy(by: string | NetworkActor, networkId: number, p: { allowedPorts?: number[]; maxMembers?: number }): Promise<NetworkPolicyOk> {
+    const fields: Json = {};
     if (p.allowedPorts !== undefined) fields.allowed_ports = p.allowedPorts;
     if (p.maxMembers !== undefined) fields.max_members = p.maxMembers;
-    return this.request(() => fields, { idempotent: true });
+    return this.request(this.actorBuild('set_network_policy', typeof by === 'string' ? { adminToken: by } : by, networkId, 0, fields), { idempotent: true });
   }
 
   // ---------------------------------------------------------------- beacons, admin

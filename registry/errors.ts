@@ -20,6 +20,9 @@ export const ErrorCodes = [
   'limit_reached', // a configured cap (members, inbox, connections, ids) is full
   'unavailable', // server shutting down or its store failed (fail-stop)
   'internal', // bug; details are in the server log
+  'enterprise_required', // a role-gated operation on a network without enterprise: true
+  'key_expired', // the node's key passed its expiry: rotate it (or have an admin clear the expiry)
+  'identity_refused', // an identity join rule refused the proof; the message starts with [<identity error code>]
   // client-side only
   'timeout', // no reply within the request timeout
   'connection_lost', // connection dropped with the request in flight (non-idempotent: not retried)

@@ -22,6 +22,7 @@ import type { RegistryStore } from './store/types.js';
 import { loadTlsMaterial, type TlsMaterial } from './tls.js';
 import type { BeaconServer } from '../natpunch/beacon-server.js';
 import { VerifyPool, type Verifier } from './verify-pool.js';
+import { EnterpriseState, type EnterpriseOptions } from './handlers/enterprise-state.js';
 
 export interface RegistryServerOptions {
   /** Overrides over DEFAULT_CONFIG (`dataDir: null` = in-memory SQLite). */
@@ -34,6 +35,8 @@ export interface RegistryServerOptions {
   handlers?: ReadonlyArray<readonly [string, Handler]>;
   /** Don't start the periodic timers (tests drive `reapStale()`/`flushLastSeen()` themselves). */
   manualMaintenance?: boolean;
+  /** Enterprise layer options (identity verifier, invite TTL, key warning). */
+  enterprise?: EnterpriseOptions;
 }
 
 export interface ListeningInfo {
@@ -61,6 +64,8 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
   private readonly store: RegistryStore;
   private state = new RegistryState();
   private ctx!: HandlerContext;
+  private enterprise: EnterpriseState | null = null;
+  private readonly enterpriseOpts: EnterpriseOptions;
   private readonly handlers: HandlerTable;
   private readonly push: PushHub;
   private readonly replay: ReplayGuard;
@@ -94,6 +99,7 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
       opts.store ??
       new SqliteStore({ path: this.config.dataDir === null ? ':memory:' : join(this.config.dataDir, DB_FILE), sync: this.config.storeSync });
     this.handlers = buildHandlerTable(opts.handlers);
+    this.enterpriseOpts = opts.enterprise ?? {};
     this.push = new PushHub(this.config.maxSubscriptionsPerNode, () => this.metrics.dropped.labels('push_subscriber').inc());
     this.replay = new ReplayGuard(this.config.signatureWindowMs, this.config.replayCacheMax);
     this.limiter = new RateLimiter(this.config.rateLimits);
@@ -122,6 +128,8 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
     await this.store.open();
     const snap = await this.store.load();
     this.state = RegistryState.fromSnapshot(snap, Math.floor(this.clock.now() / 1000), this.config.staleAfterMs / 1000);
+    const enterprise = new EnterpriseState(snap.enterprise, { log: this.log, ...this.enterpriseOpts });
+    this.enterprise = enterprise;
     this.verifier =
       this.config.verifyWorkers > 0
         ? new VerifyPool({
@@ -149,6 +157,7 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
       beacons: this.beacons,
       onStoreFailure: (err) => this.onStoreFailure(err),
       stats: () => this.stats(),
+      enterprise,
     });
     this.startedAt = this.clock.now();
     this.loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
@@ -462,6 +471,7 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
     }
     this.loopDelay?.disable();
     await this.verifier?.close();
+    await this.enterprise?.close();
     await this.store.close();
     this.state_ = 'closed';
     this.log.info('registry closed');

@@ -9,6 +9,7 @@ import type { RateCategory, RateLimiter } from '../ratelimit.js';
 import type { NodeEntry, RegistryState } from '../state.js';
 import type { Mutation, RegistryStore } from '../store/types.js';
 import type { Verifier } from '../verify-pool.js';
+import type { EnterpriseState } from './enterprise-state.js';
 
 /** Injected time source (unix ms), so tests can drive freshness and reaping. */
 export interface Clock {
@@ -68,6 +69,8 @@ export interface HandlerContextDeps {
   beacons: Map<number, BeaconInfo>;
   onStoreFailure: (err: Error) => void;
   stats: () => Record<string, unknown>;
+  /** enterprise layer (roles, invites, identity rules, key lifecycle) */
+  enterprise: EnterpriseState;
 }
 
 
@@ -79,6 +82,7 @@ export class HandlerContext {
   readonly log: Logger;
   readonly metrics: RegistryMetrics;
   readonly beacons: Map<number, BeaconInfo>;
+  readonly enterprise: EnterpriseState;
   private failed = false;
 
   constructor(private readonly deps: HandlerContextDeps) {
@@ -88,6 +92,7 @@ export class HandlerContext {
     this.log = deps.log;
     this.metrics = deps.metrics;
     this.beacons = deps.beacons;
+    this.enterprise = deps.enterprise;
   }
 
   get storeFailed(): boolean {
@@ -170,6 +175,7 @@ export class HandlerContext {
     await this.verifyKey(key, challenge, signed, `${field} ${nodeId}`);
     const after = this.state.requireNode(nodeId, field);
     if (after.publicKey !== key) throw new RegistryError('bad_signature', `${field} ${nodeId} rotated its key meanwhile; sign again`);
+    this.enterprise.assertKeyUsable(nodeId, this.nowSec(), field); // expired keys are refused everywhere (ENTERPRISE.md)
     return after;
   }
 

@@ -1,4 +1,5 @@
 import { adminHandlers } from './admin.js';
+import { enterpriseHandlers } from './enterprise.js';
 import type { Handler, HandlerTable } from './context.js';
 import { networkHandlers } from './networks.js';
 import { nodeHandlers } from './nodes.js';
@@ -14,7 +15,7 @@ export type { Clock, ConnInfo, Handler, HandlerTable, Reply } from './context.js
  */
 export function buildHandlerTable(extra: ReadonlyArray<readonly [string, Handler]> = []): HandlerTable {
   const table: HandlerTable = new Map();
-  for (const [type, h] of [...nodeHandlers, ...trustHandlers, ...networkHandlers, ...adminHandlers]) table.set(type, h);
+  for (const [type, h] of [...nodeHandlers, ...trustHandlers, ...networkHandlers, ...adminHandlers, ...enterpriseHandlers]) table.set(type, h);
   for (const [type, h] of extra) {
     if (table.has(type)) throw new Error(`handler for "${type}" already exists`);
     table.set(type, h);

@@ -15,10 +15,13 @@ import type {
   PushEvent,
   RenameNetworkOk,
 } from '../protocol/messages.js';
-import { optInt, optIntArray, optNodeIdField, optString, reqNetworkId, reqNodeId, reqString, signedFields, type JsonObject } from '../protocol/validate.js';
+import { optBool, optInt, optIntArray, optNodeIdField, optString, reqNetworkId, reqNodeId, reqString, signedFields, type JsonObject } from '../protocol/validate.js';
 import { MAX_ALLOWED_PORTS, MAX_MEMBERS_LIMIT, networkNameProblem, normalisePorts } from '../rules.js';
 import type { NetworkEntry } from '../state.js';
+import type { Mutation } from '../store/types.js';
 import { addressOf, type Handler, type HandlerContext } from './context.js';
+import { audit, authorizeActor, roleOf, type Actor } from './enterprise-auth.js';
+import { admit, applyJoinRule, identityJoin, isIdentityRule, parseJoinRuleSpec } from './enterprise-join.js';
 
 /**
  * Networks (v1 had them disabled; SPEC §6 and enterprise reference A). Membership operations are
@@ -30,7 +33,6 @@ import { addressOf, type Handler, type HandlerContext } from './context.js';
  * renamed, listed or given a policy.
  */
 
-const JOIN_RULES: readonly JoinRule[] = ['open', 'token', 'invite'];
 const MAX_TOKEN = 256;
 
 function backboneRefusal(what: string): RegistryError {
@@ -45,15 +47,28 @@ function requireNetwork(ctx: HandlerContext, m: JsonObject, what: string): Netwo
 }
 
 /**
- * Who may administer a network (delete, rename, policy, kick). Today: the admin token. The enterprise
- * layer extends this with owner/admin roles proven by a node signature. Authorisation comes before the
- * existence check so unauthorised callers learn nothing.
+ * Who may administer a network (delete, rename, policy, kick): the registry admin token on any network
+ * (v1); on enterprise networks also the network's admin token or a node signing as owner/admin
+ * (enterprise-auth.ts). A signed caller on a non-enterprise network gets `enterprise_required`.
+ * Authorisation comes before the existence check for token callers so unauthorised callers learn nothing.
  */
-function adminNetwork(ctx: HandlerContext, m: JsonObject, op: string, what: string): NetworkEntry {
+async function adminNetwork(
+  ctx: HandlerContext,
+  m: JsonObject,
+  op: string,
+  what: string,
+  need: 'owner' | 'admin' = 'admin',
+  target: number = 0,
+): Promise<{ net: NetworkEntry; actor: Actor }> {
   const id = reqNetworkId(m);
   if (id === 0) throw backboneRefusal(what);
-  ctx.requireAdmin(m, op);
-  return ctx.state.requireNetwork(id);
+  if (m.actor_id === undefined && (m.network_admin_token === undefined || m.network_admin_token === null)) {
+    ctx.requireAdmin(m, op);
+    return { net: ctx.state.requireNetwork(id), actor: { id: null, via: 'admin_token', role: 'owner' } };
+  }
+  const r = await authorizeActor(ctx, m, op, need, target);
+  if (r.actor.via !== 'admin_token') ctx.enterprise.requireEnterprise(r.net, op);
+  return r;
 }
 
 /**
@@ -103,29 +118,40 @@ const createNetwork: Handler = {
   async handle(ctx, m): Promise<CreateNetworkOk> {
     ctx.requireAdmin(m, 'create_network');
     const name = reqNetworkName(m);
-    const rule = reqString(m, 'join_rule', 16) as JoinRule;
-    if (!JOIN_RULES.includes(rule)) throw new RegistryError('bad_request', 'join_rule must be "open", "token" or "invite"');
-    const token = optString(m, 'token', MAX_TOKEN);
-    if (rule === 'token' && !token) throw new RegistryError('bad_request', 'join_rule "token" needs a non-empty token');
-    if (rule !== 'token' && token) throw new RegistryError('bad_request', 'token is only used with join_rule "token"');
+    const spec = parseJoinRuleSpec(ctx, m);
+    const enterprise = optBool(m, 'enterprise') ?? false;
+    if (spec.rule && !enterprise) throw new RegistryError('enterprise_required', `join_rule "${spec.joinRule}" (identity) is an enterprise feature: create the network with enterprise: true`);
+    const adminToken = optString(m, 'network_admin_token', 256);
+    if (adminToken !== undefined && (!enterprise || adminToken.length < 16)) {
+      throw new RegistryError(enterprise ? 'bad_request' : 'enterprise_required', enterprise ? 'network_admin_token must be at least 16 characters' : 'network_admin_token is an enterprise feature: create the network with enterprise: true');
+    }
     const policy = parsePolicy(m);
     const creatorId = optNodeIdField(m, 'node_id');
     const creator = creatorId === undefined ? undefined : ctx.state.requireNode(creatorId, 'node');
     if (ctx.state.networkByName.has(name)) throw new RegistryError('conflict', `network name "${name}" is taken`);
+    for (const id of new Set(Object.values(spec.groupNetworks ?? {}).flat())) {
+      if (!ctx.state.network(id)) throw new RegistryError('not_found', `group_networks: network ${id} does not exist`);
+    }
     const nowSec = ctx.nowSec();
     const { network, mutations } = ctx.state.createNetwork({
       name,
-      joinRule: rule,
-      tokenHash: rule === 'token' ? hashJoinToken(token!) : null,
+      joinRule: 'open', // set below by applyJoinRule, after the enterprise flag
+      tokenHash: null,
       allowedPorts: policy.allowedPorts ?? [],
       maxMembers: policy.maxMembers ?? 0,
       ownerId: creator?.id ?? null,
       createdAt: nowSec,
     });
-    if (creator) mutations.push(...ctx.state.addMember(network, creator, nowSec));
+    if (enterprise) {
+      mutations.push(...ctx.enterprise.putExt(network.id, { enterprise: true, adminTokenHash: adminToken ? hashJoinToken(adminToken) : null }));
+    }
+    mutations.push(...applyJoinRule(ctx, network, spec, null));
+    if (creator) mutations.push(...admit(ctx, network, creator, null).mutations);
     await ctx.commit(mutations);
-    ctx.log.info({ network_id: network.id, name, join_rule: rule }, 'network created');
-    return { type: 'create_network_ok', network_id: network.id, name, join_rule: rule };
+    audit(ctx, 'create_network', { via: 'admin_token', network_id: network.id, name, join_rule: spec.joinRule, enterprise, owner: creator?.id ?? null });
+    const reply: CreateNetworkOk = { type: 'create_network_ok', network_id: network.id, name, join_rule: spec.joinRule };
+    if (enterprise) reply.enterprise = true;
+    return reply;
   },
 };
 
@@ -136,16 +162,21 @@ const joinNetwork: Handler = {
     const netId = reqNetworkId(m);
     if (netId === 0) throw backboneRefusal('joined (every registered node is already on it)');
     const token = optString(m, 'token', MAX_TOKEN);
-    await ctx.verifyNode(id, challenges.joinNetwork(id, netId), signedFields(m));
+    const signed = signedFields(m);
+    await ctx.verifyNode(id, challenges.joinNetwork(id, netId), signed);
     const node = ctx.state.requireNode(id);
     const net = ctx.state.requireNetwork(netId);
     if (net.members.has(id)) throw new RegistryError('conflict', `node ${id} is already a member of network ${netId}`);
+    if (isIdentityRule(net.joinRule)) return identityJoin(ctx, m, node, net, signed.ts);
     switch (net.joinRule) {
       case 'open':
         break;
       case 'token':
         if (!token) throw new RegistryError('forbidden', `network ${netId} needs a join token`);
-        if (!joinTokenMatches(net.tokenHash ?? '', token)) throw new RegistryError('forbidden', `join token for network ${netId} is wrong`);
+        if (!joinTokenMatches(net.tokenHash ?? '', token)) {
+          audit(ctx, 'join_refused', { actor: id, network_id: netId, node_id: id, reason: 'wrong join token' });
+          throw new RegistryError('forbidden', `join token for network ${netId} is wrong`);
+        }
         break;
       case 'invite':
         throw new RegistryError('forbidden', `network ${netId} is invite-only: direct joins are refused; an owner or admin must invite the node (invite flow: invite_to_network, then respond_invite)`);
@@ -153,9 +184,13 @@ const joinNetwork: Handler = {
     if (net.maxMembers > 0 && net.members.size >= net.maxMembers) {
       throw new RegistryError('limit_reached', `membership limit reached: network ${netId} allows ${net.maxMembers} members`);
     }
-    await ctx.commit(ctx.state.addMember(net, node, ctx.nowSec()));
+    const { mutations, role } = admit(ctx, net, node, null);
+    await ctx.commit(mutations);
     publishToMembers(ctx, net.members, { type: 'push', event: 'network_membership', network_id: netId, node_id: id, action: 'join', timestamp: ctx.nowSec() });
-    return { type: 'join_network_ok', network_id: netId, node_id: id, address: addressOf(netId, id) };
+    audit(ctx, 'join', { actor: id, network_id: netId, node_id: id, role });
+    const reply: JoinNetworkOk = { type: 'join_network_ok', network_id: netId, node_id: id, address: addressOf(netId, id) };
+    if (role) reply.role = role;
+    return reply;
   },
 };
 
@@ -168,23 +203,41 @@ const leaveNetwork: Handler = {
     await ctx.verifyNode(id, challenges.leaveNetwork(id, netId), signedFields(m));
     const net = ctx.state.requireNetwork(netId);
     if (!net.members.has(id)) throw new RegistryError('not_found', `node ${id} is not a member of network ${netId}`);
-    await ctx.commit(ctx.state.removeMember(net, id));
+    if (ctx.enterprise.isEnterprise(netId) && roleOf(ctx, net, id) === 'owner' && net.members.size > 1) {
+      throw new RegistryError('conflict', `node ${id} owns enterprise network ${netId}: transfer ownership before leaving`);
+    }
+    const externalId = ctx.enterprise.member(netId, id)?.externalId ?? null;
+    await ctx.commit([...ctx.state.removeMember(net, id), ...ctx.enterprise.dropMember(netId, id)]);
     const event: PushEvent = { type: 'push', event: 'network_membership', network_id: netId, node_id: id, action: 'leave', timestamp: ctx.nowSec() };
     publishToMembers(ctx, [...net.members, id], event);
+    audit(ctx, 'leave', { actor: id, network_id: netId, node_id: id, external_id: externalId });
     return { type: 'leave_network_ok', network_id: netId, node_id: id };
   },
 };
 
+/**
+ * kick_member: admin token (v1), or on enterprise networks an owner/admin (signed `actor_id`, or the
+ * network admin token). The owner cannot be kicked; the target's pending invite and the invites it sent
+ * for the network are dropped. Every member and the target get a `network_membership` push with action
+ * "kick" (the daemon closes the target's sessions on that network when it sees it).
+ */
 const kickMember: Handler = {
   category: 'admin',
   async handle(ctx, m): Promise<KickMemberOk> {
-    const net = adminNetwork(ctx, m, 'kick_member', 'kicked from');
     const target = reqNodeId(m);
+    const { net, actor } = await adminNetwork(ctx, m, 'kick_member', 'kicked from', 'admin', target);
     if (!net.members.has(target)) throw new RegistryError('not_found', `node ${target} is not a member of network ${net.id}`);
-    await ctx.commit(ctx.state.removeMember(net, target));
+    if (actor.via !== 'admin_token' && roleOf(ctx, net, target) === 'owner') throw new RegistryError('forbidden', `node ${target} owns network ${net.id}: the owner cannot be kicked`);
+    const externalId = ctx.enterprise.member(net.id, target)?.externalId ?? null;
+    const mutations: Mutation[] = [...ctx.state.removeMember(net, target), ...ctx.enterprise.dropMember(net.id, target), ...ctx.enterprise.dropInvitesFrom(target, net.id)];
+    if (net.ownerId === target) {
+      net.ownerId = null; // admin-token kick of the owner: the network is left without an owner
+      mutations.push({ kind: 'network', row: net.toRow() });
+    }
+    await ctx.commit(mutations);
     const event: PushEvent = { type: 'push', event: 'network_membership', network_id: net.id, node_id: target, action: 'kick', timestamp: ctx.nowSec() };
     publishToMembers(ctx, [...net.members, target], event);
-    ctx.log.info({ network_id: net.id, node_id: target }, 'member kicked');
+    audit(ctx, 'kick', { actor: actor.id, via: actor.via, network_id: net.id, node_id: target, external_id: externalId });
     return { type: 'kick_member_ok', network_id: net.id, node_id: target };
   },
 };
@@ -192,13 +245,14 @@ const kickMember: Handler = {
 const deleteNetwork: Handler = {
   category: 'admin',
   async handle(ctx, m): Promise<DeleteNetworkOk> {
-    const net = adminNetwork(ctx, m, 'delete_network', 'deleted');
+    const { net, actor } = await adminNetwork(ctx, m, 'delete_network', 'deleted', 'owner');
     const { members, mutations } = ctx.state.deleteNetwork(net);
+    mutations.push(...ctx.enterprise.dropNetwork(net.id));
     await ctx.commit(mutations);
     for (const id of members) {
       ctx.publish(id, { type: 'push', event: 'network_membership', network_id: net.id, node_id: id, action: 'delete', timestamp: ctx.nowSec() });
     }
-    ctx.log.info({ network_id: net.id }, 'network deleted');
+    audit(ctx, 'delete_network', { actor: actor.id, via: actor.via, network_id: net.id });
     return { type: 'delete_network_ok', network_id: net.id };
   },
 };
@@ -206,7 +260,7 @@ const deleteNetwork: Handler = {
 const renameNetwork: Handler = {
   category: 'admin',
   async handle(ctx, m): Promise<RenameNetworkOk> {
-    const net = adminNetwork(ctx, m, 'rename_network', 'renamed');
+    const { net } = await adminNetwork(ctx, m, 'rename_network', 'renamed', 'admin');
     const name = reqNetworkName(m);
     const holder = ctx.state.networkByName.get(name);
     if (holder !== undefined && holder !== net.id) throw new RegistryError('conflict', `network name "${name}" is taken`);
@@ -239,6 +293,10 @@ const listNodes: Handler = {
       if (n.hostname !== null) entry.hostname = n.hostname;
       if (n.taskExec) entry.task_exec = true;
       if (n.isPublic) entry.real_addr = n.realAddr;
+      const ext = ctx.enterprise.member(netId, id);
+      if (ctx.enterprise.isEnterprise(netId)) entry.role = roleOf(ctx, net, id)!;
+      if (ext?.externalId) entry.external_id = ext.externalId;
+      if (ext?.tags.length) entry.member_tags = ext.tags;
       nodes.push(entry);
     }
     return { type: 'list_nodes_ok', network_id: netId, nodes };
@@ -257,7 +315,7 @@ const getNetworkPolicy: Handler = {
 const setNetworkPolicy: Handler = {
   category: 'admin',
   async handle(ctx, m): Promise<NetworkPolicyOk> {
-    const net = adminNetwork(ctx, m, 'set_network_policy', 'given a policy');
+    const { net, actor } = await adminNetwork(ctx, m, 'set_network_policy', 'given a policy', 'admin');
     const policy = parsePolicy(m);
     if (policy.allowedPorts === undefined && policy.maxMembers === undefined) {
       throw new RegistryError('bad_request', 'set_network_policy needs allowed_ports and/or max_members');
@@ -267,6 +325,7 @@ const setNetworkPolicy: Handler = {
     }
     await ctx.commit(ctx.state.setNetworkPolicy(net, policy));
     publishToMembers(ctx, net.members, { type: 'push', event: 'network_policy', ...policyOf(net), timestamp: ctx.nowSec() });
+    audit(ctx, 'set_network_policy', { actor: actor.id, via: actor.via, network_id: net.id, allowed_ports: net.allowedPorts, max_members: net.maxMembers });
     return { type: 'set_network_policy_ok', ...policyOf(net) };
   },
 };

@@ -9,7 +9,6 @@ import type {
   RegisterOk,
   ResolveHostnameOk,
   ResolveOk,
-  RotateKeyOk,
   SetHostnameOk,
   SetTagsOk,
   SetTaskExecOk,
@@ -30,6 +29,7 @@ import { hostnameProblem, normaliseTags } from '../rules.js';
 import { NodeFlag, type NodeEntry } from '../state.js';
 import type { Mutation } from '../store/types.js';
 import { addressOf, type ConnInfo, type Handler, type HandlerContext } from './context.js';
+import { keyReplaced, lookupWithIdentity, rotateKeyHandler } from './enterprise-keys.js';
 
 /**
  * Node lifecycle and directory messages (wire reference §1.10): register, lookup, resolve, heartbeat,
@@ -84,6 +84,7 @@ const register: Handler = {
       if (!unsignedLegacy) await ctx.verifyKey(publicKey, challenges.register(publicKey), signedFields(m), `node ${knownId}`);
       const current = ctx.state.node(knownId);
       if (!current || current.publicKey !== publicKey) throw new RegistryError('conflict', 'the key was rotated meanwhile; register again');
+      ctx.enterprise.assertKeyUsable(knownId, ctx.nowSec());
       node = current;
       const ownerHolder = owner === null ? undefined : ctx.state.byOwner.get(owner);
       const newOwner = owner !== null && node.owner === null && ownerHolder === undefined ? owner : undefined;
@@ -98,6 +99,7 @@ const register: Handler = {
       node = holder;
       ctx.log.warn({ node_id: node.id, ip: conn.ip }, 'node ID reclaimed by owner with a new key');
       mutations = ctx.state.reregister(node, { realAddr, nowSec: ctx.nowSec(), publicKey });
+      mutations.push(...keyReplaced(ctx, node)); // enterprise: the lost key's expiry does not bind the new key
     } else {
       ctx.limit(conn, 'register_new');
       existing = false;
@@ -146,7 +148,8 @@ export function lookupReply(n: NodeEntry): LookupOk {
 const lookup: Handler = {
   category: 'read',
   handle(ctx, m) {
-    return lookupReply(ctx.state.requireOnline(reqNodeId(m), 'node'));
+    const n = ctx.state.requireOnline(reqNodeId(m), 'node');
+    return lookupWithIdentity(ctx, m, n, lookupReply(n)); // enterprise: expired keys, external IDs
   },
 };
 
@@ -161,6 +164,7 @@ const resolve: Handler = {
     const requester = reqNodeId(m, 'requester_id');
     await ctx.verifyNode(requester, challenges.resolve(requester, target), signedFields(m), 'requester');
     const t = ctx.state.requireOnline(target, 'node');
+    ctx.enterprise.assertKeyUsable(target, ctx.nowSec());
     if (!ctx.state.canResolve(requester, target)) throw privateRefusal(target);
     return { type: 'resolve_ok', node_id: t.id, real_addr: t.realAddr };
   },
@@ -173,7 +177,7 @@ const heartbeat: Handler = {
     const node = await ctx.verifyNode(id, challenges.heartbeat(id), signedFields(m));
     const now = ctx.nowSec();
     ctx.state.markSeen(node, now); // batched to the store, see README "Heartbeats"
-    return { type: 'heartbeat_ok', time: now };
+    return { type: 'heartbeat_ok', time: now, ...ctx.enterprise.keyWarning(id, now) };
   },
 };
 
@@ -272,23 +276,9 @@ const punch: Handler = {
     const na = ctx.state.requireOnline(a, 'node_a');
     const nb = ctx.state.requireOnline(b, 'node_b');
     const other = requester === a ? b : a;
+    ctx.enterprise.assertKeyUsable(other, ctx.nowSec());
     if (!ctx.state.canResolve(requester, other)) throw privateRefusal(other);
     return { type: 'punch_ok', node_a: a, node_a_addr: na.realAddr, node_b: b, node_b_addr: nb.realAddr };
-  },
-};
-
-const rotateKey: Handler = {
-  category: 'write',
-  async handle(ctx, m): Promise<RotateKeyOk> {
-    const id = reqNodeId(m);
-    const newKey = reqPublicKey(m, 'new_public_key');
-    const node = await ctx.verifyNode(id, challenges.rotateKey(id), signedFields(m));
-    if (node.publicKey === newKey) throw new RegistryError('conflict', 'new_public_key is already this node\'s key');
-    const holder = ctx.state.byKey.get(newKey);
-    if (holder !== undefined) throw new RegistryError('conflict', `new_public_key is already registered to node ${holder}`);
-    await ctx.commit(ctx.state.rotateKey(node, newKey));
-    ctx.log.info({ node_id: id }, 'key rotated');
-    return { type: 'rotate_key_ok', node_id: id, address: addressOf(0, id), public_key: newKey };
   },
 };
 
@@ -339,7 +329,7 @@ export const nodeHandlers: ReadonlyArray<readonly [string, Handler]> = [
   ['set_task_exec', setTaskExec],
   ['resolve_hostname', resolveHostname],
   ['punch', punch],
-  ['rotate_key', rotateKey],
+  ['rotate_key', rotateKeyHandler],
   ['get_polo_score', getPoloScore],
   ['set_polo_score', setPoloScore],
   ['update_polo_score', updatePoloScore],

@@ -22,8 +22,10 @@ export const challenges = {
   respondHandshake: (nodeId: number, peerId: number) => `respond:${nodeId}:${peerId}`,
   /** signed by the requester, which must be node_a or node_b. */
   punch: (nodeA: number, nodeB: number) => `punch:${nodeA}:${nodeB}`,
-  /** signed with the current key. */
+  /** v1 (legacy mode only): signed with the current key, without naming the new one. */
   rotateKey: (nodeId: number) => `rotate:${nodeId}`,
+  /** ours: the old key signs a statement naming the new key (a captured signature cannot install another key). */
+  rotateKeyTo: (nodeId: number, newPublicKeyB64: string) => `rotate:${nodeId}:${newPublicKeyB64}`,
   /** ours: v1 left polo updates unauthenticated. */
   updatePoloScore: (nodeId: number) => `update_polo_score:${nodeId}`,
   /** ours (enterprise reference): membership operations. */
@@ -31,6 +33,17 @@ export const challenges = {
   leaveNetwork: (nodeId: number, networkId: number) => `leave_network:${nodeId}:${networkId}`,
   listNodes: (nodeId: number, networkId: number) => `list_nodes:${nodeId}:${networkId}`,
   getNetworkPolicy: (nodeId: number, networkId: number) => `get_network_policy:${nodeId}:${networkId}`,
+  /**
+   * ours (enterprise): role-gated network operations, signed by the acting node. `target` names the node
+   * acted on (0 when none), so a signature cannot be reused for another op, network or target.
+   */
+  networkOp: (op: string, actorId: number, networkId: number, target: number | string = 0) => `${op}:${actorId}:${networkId}:${target}`,
+  pollInvites: (nodeId: number) => `poll_invites:${nodeId}`,
+  respondInvite: (nodeId: number, networkId: number) => `respond_invite:${nodeId}:${networkId}`,
+  setKeyExpiry: (nodeId: number) => `set_key_expiry:${nodeId}`,
+  getKeyInfo: (nodeId: number) => `get_key_info:${nodeId}`,
+  /** ours: lookup by a signed requester also returns external IDs on networks it shares with the node */
+  lookup: (requesterId: number, nodeId: number) => `lookup:${requesterId}:${nodeId}`,
   /** ours: push subscription. */
   subscribe: (nodeId: number) => `subscribe:${nodeId}`,
 } as const;

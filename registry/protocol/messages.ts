@@ -3,7 +3,8 @@
  * Field names are v1's so v1 clients keep working; our additions are optional extra fields.
  */
 
-export type JoinRule = 'open' | 'token' | 'invite';
+export type JoinRule = 'open' | 'token' | 'invite' | 'oidc' | 'spiffe' | 'ca' | 'ldap' | 'webhook';
+export type Role = 'owner' | 'admin' | 'member';
 
 export interface ErrorReply {
   type: 'error';
@@ -34,6 +35,8 @@ export interface LookupOk {
   task_exec?: true;
   /** only for public nodes */
   real_addr?: string;
+  /** ours: admitted external IDs per network, only for a signed requester sharing that network */
+  external_ids?: Record<string, string>;
 }
 
 export interface ResolveOk {
@@ -46,6 +49,9 @@ export interface HeartbeatOk {
   type: 'heartbeat_ok';
   /** unix seconds */
   time: number;
+  /** ours: set when the key expires within 24 h (unix seconds of expiry in key_expires_at) */
+  key_expires_soon?: true;
+  key_expires_at?: number;
 }
 
 export interface DeregisterOk {
@@ -167,6 +173,12 @@ export interface ListNetworksOk {
 export interface NodeListing {
   node_id: number;
   address: string;
+  /** enterprise networks */
+  role?: Role;
+  /** identity networks: issuer+subject, SPIFFE ID, certificate subject, LDAP DN */
+  external_id?: string;
+  /** per-network member tags set by an owner/admin */
+  member_tags?: string[];
   hostname?: string;
   task_exec?: true;
   /** only for public nodes */
@@ -184,6 +196,7 @@ export interface CreateNetworkOk {
   network_id: number;
   name: string;
   join_rule: JoinRule;
+  enterprise?: boolean;
 }
 
 export interface JoinNetworkOk {
@@ -192,6 +205,12 @@ export interface JoinNetworkOk {
   node_id: number;
   /** the node's address in that network, `N:<node id>` */
   address: string;
+  /** enterprise networks: the role the node got (pre-assignment by external ID, else member) */
+  role?: Role;
+  /** identity join rules: the admitted identity */
+  external_id?: string;
+  /** networks joined automatically through the rule's group mapping */
+  auto_joined?: number[];
 }
 
 export interface LeaveNetworkOk {
@@ -264,6 +283,127 @@ export interface AdminStatsOk {
   gc_ran: boolean;
 }
 
+// ------------------------------------------------------------------ enterprise (registry/ENTERPRISE.md)
+
+export interface SetNetworkEnterpriseOk {
+  type: 'set_network_enterprise_ok';
+  network_id: number;
+  enterprise: boolean;
+}
+
+export interface SetJoinRuleOk {
+  type: 'set_join_rule_ok';
+  network_id: number;
+  join_rule: JoinRule;
+}
+
+export interface MemberRoleOk {
+  type: 'promote_member_ok' | 'demote_member_ok' | 'get_member_role_ok';
+  network_id: number;
+  node_id: number;
+  role: Role;
+}
+
+export interface TransferOwnershipOk {
+  type: 'transfer_ownership_ok';
+  network_id: number;
+  /** the new owner */
+  owner_id: number;
+  /** the old owner, now admin */
+  previous_owner_id: number;
+}
+
+export interface SetNetworkAdminTokenOk {
+  type: 'set_network_admin_token_ok';
+  network_id: number;
+  /** false = cleared */
+  enabled: boolean;
+}
+
+export interface SetRolePreassignmentOk {
+  type: 'set_role_preassignment_ok';
+  network_id: number;
+  external_id: string;
+  /** null = removed */
+  role: 'admin' | 'member' | null;
+}
+
+export interface SetMemberTagsOk {
+  type: 'set_member_tags_ok';
+  network_id: number;
+  node_id: number;
+  tags: string[];
+}
+
+export interface MemberEntry {
+  node_id: number;
+  address: string;
+  online: boolean;
+  role?: Role;
+  external_id?: string;
+  member_tags: string[];
+  hostname?: string;
+}
+
+export interface ListMembersOk {
+  type: 'list_members_ok';
+  network_id: number;
+  enterprise: boolean;
+  members: MemberEntry[];
+}
+
+export interface InviteToNetworkOk {
+  type: 'invite_to_network_ok';
+  network_id: number;
+  node_id: number;
+  status: 'invited' | 'already_invited';
+  /** unix seconds */
+  expires_at: number;
+}
+
+export interface InviteEntry {
+  network_id: number;
+  network_name: string;
+  from_node_id: number;
+  /** unix seconds */
+  created_at: number;
+  expires_at: number;
+}
+
+export interface PollInvitesOk {
+  type: 'poll_invites_ok';
+  node_id: number;
+  invites: InviteEntry[];
+}
+
+export interface RespondInviteOk {
+  type: 'respond_invite_ok';
+  network_id: number;
+  node_id: number;
+  accepted: boolean;
+  /** when accepted */
+  address?: string;
+  role?: Role;
+}
+
+export interface KeyInfo {
+  node_id: number;
+  public_key: string;
+  /** unix seconds the current key became valid */
+  created_at: number;
+  rotated_at: number | null;
+  rotate_count: number;
+  /** unix seconds, null = never */
+  expires_at: number | null;
+  key_age_days: number;
+  expired: boolean;
+  expires_soon: boolean;
+}
+
+export interface KeyInfoOk extends KeyInfo {
+  type: 'get_key_info_ok' | 'set_key_expiry_ok';
+}
+
 /** Frames pushed on a subscription connection. */
 export type PushEvent =
   | { type: 'push'; event: 'keepalive'; time: number }
@@ -276,8 +416,18 @@ export type PushEvent =
       network_id: number;
       node_id: number;
       action: 'join' | 'leave' | 'kick' | 'delete';
+      /** ours: the member's admitted external ID, on join to an identity network */
+      external_id?: string;
       timestamp: number;
     }
-  | ({ type: 'push'; event: 'network_policy'; timestamp: number } & NetworkPolicy);
+  | ({ type: 'push'; event: 'network_policy'; timestamp: number } & NetworkPolicy)
+  /** ours (enterprise): a member's role changed (promote, demote, transfer, enterprise toggle); role null = roles erased */
+  | { type: 'push'; event: 'network_role'; network_id: number; node_id: number; role: Role | null; timestamp: number }
+  /** ours: an invite arrived in node_id's inbox (poll_invites is the record) */
+  | { type: 'push'; event: 'network_invite'; network_id: number; node_id: number; from_node_id: number; expires_at: number; timestamp: number }
+  /** ours: an owner/admin changed a member's per-network tags */
+  | { type: 'push'; event: 'member_tags'; network_id: number; node_id: number; tags: string[]; timestamp: number }
+  /** ours: node_id now has a new key (to the node and to members of its networks: drop sessions keyed to the old one) */
+  | { type: 'push'; event: 'key_rotated'; node_id: number; public_key: string; timestamp: number };
 
 export type PushEventName = PushEvent['event'];

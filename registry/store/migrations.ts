@@ -72,4 +72,46 @@ export const migrations: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 2,
+    description: 'enterprise: network settings, member roles/external IDs/tags, RBAC pre-assignment, invites, key lifecycle',
+    sql: `
+      CREATE TABLE network_ext (
+        network_id INTEGER PRIMARY KEY,
+        enterprise INTEGER NOT NULL,
+        identity_rule TEXT,
+        admin_token_hash TEXT,
+        group_networks TEXT
+      );
+      CREATE TABLE member_ext (
+        network_id INTEGER NOT NULL,
+        node_id INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        external_id TEXT,
+        tags TEXT NOT NULL,
+        PRIMARY KEY (network_id, node_id)
+      ) WITHOUT ROWID;
+      CREATE TABLE role_preassign (
+        network_id INTEGER NOT NULL,
+        external_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        PRIMARY KEY (network_id, external_id)
+      ) WITHOUT ROWID;
+      CREATE TABLE invites (
+        to_id INTEGER NOT NULL,
+        network_id INTEGER NOT NULL,
+        from_id INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (to_id, network_id)
+      ) WITHOUT ROWID;
+      CREATE TABLE node_keys (
+        node_id INTEGER PRIMARY KEY,
+        key_created_at INTEGER NOT NULL,
+        rotated_at INTEGER,
+        rotate_count INTEGER NOT NULL,
+        expires_at INTEGER
+      );
+    `,
+  },
 ];

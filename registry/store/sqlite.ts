@@ -3,7 +3,14 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { migrations, type Migration } from './migrations.js';
 import type {
+  EnterpriseSnapshot,
   HandshakeRequestRow,
+  InviteRow,
+  MemberExtRow,
+  NetworkExtRow,
+  NodeKeyRow,
+  PreassignRow,
+  Role,
   HandshakeResponseRow,
   JoinRuleName,
   MembershipRow,
@@ -47,7 +54,7 @@ export class SqliteStore implements RegistryStore {
   private queue: Pending[] = [];
   private flushScheduled = false;
   private closed = false;
-  private stmts!: Record<Mutation['kind'] | 'lastSeen', Statement>;
+  private stmts!: Record<Mutation['kind'] | 'lastSeen' | 'preassign_clear' | 'invite_clear', Statement>;
   private applyTx!: (batches: Pending[]) => void;
 
   constructor(private readonly opts: SqliteStoreOptions) {
@@ -102,6 +109,35 @@ export class SqliteStore implements RegistryStore {
       ),
       hs_response_delete: db.prepare('DELETE FROM handshake_responses WHERE to_id = ?'),
       lastSeen: db.prepare('UPDATE nodes SET last_seen = ? WHERE id = ?'),
+      net_ext: db.prepare(
+        `INSERT INTO network_ext (network_id, enterprise, identity_rule, admin_token_hash, group_networks) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (network_id) DO UPDATE SET enterprise = excluded.enterprise, identity_rule = excluded.identity_rule,
+           admin_token_hash = excluded.admin_token_hash, group_networks = excluded.group_networks`,
+      ),
+      net_ext_delete: db.prepare('DELETE FROM network_ext WHERE network_id = ?'),
+      member_ext: db.prepare(
+        `INSERT INTO member_ext (network_id, node_id, role, external_id, tags) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (network_id, node_id) DO UPDATE SET role = excluded.role, external_id = excluded.external_id, tags = excluded.tags`,
+      ),
+      member_ext_delete: db.prepare('DELETE FROM member_ext WHERE network_id = ? AND node_id = ?'),
+      member_ext_clear: db.prepare('DELETE FROM member_ext WHERE network_id = ?'),
+      preassign: db.prepare(
+        `INSERT INTO role_preassign (network_id, external_id, role) VALUES (?, ?, ?)
+         ON CONFLICT (network_id, external_id) DO UPDATE SET role = excluded.role`,
+      ),
+      preassign_delete: db.prepare('DELETE FROM role_preassign WHERE network_id = ? AND external_id = ?'),
+      preassign_clear: db.prepare('DELETE FROM role_preassign WHERE network_id = ?'),
+      invite: db.prepare(
+        `INSERT INTO invites (to_id, network_id, from_id, created_at, expires_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (to_id, network_id) DO UPDATE SET from_id = excluded.from_id, created_at = excluded.created_at, expires_at = excluded.expires_at`,
+      ),
+      invite_delete: db.prepare('DELETE FROM invites WHERE to_id = ? AND network_id = ?'),
+      invite_clear: db.prepare('DELETE FROM invites WHERE network_id = ?'),
+      node_key: db.prepare(
+        `INSERT INTO node_keys (node_id, key_created_at, rotated_at, rotate_count, expires_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (node_id) DO UPDATE SET key_created_at = excluded.key_created_at, rotated_at = excluded.rotated_at,
+           rotate_count = excluded.rotate_count, expires_at = excluded.expires_at`,
+      ),
     };
     this.applyTx = db.transaction((batches: Pending[]) => {
       for (const b of batches) for (const m of b.mutations) this.applyOne(m);
@@ -152,6 +188,41 @@ export class SqliteStore implements RegistryStore {
       case 'hs_response_delete':
         s.hs_response_delete.run(m.toId);
         return;
+      case 'net_ext': {
+        const r = m.row;
+        s.net_ext.run(r.networkId, +r.enterprise, r.identityRule, r.adminTokenHash, r.groupNetworks === null ? null : JSON.stringify(r.groupNetworks));
+        return;
+      }
+      case 'net_ext_delete':
+        s.net_ext_delete.run(m.networkId);
+        s.member_ext_clear.run(m.networkId);
+        s.preassign_clear.run(m.networkId);
+        s.invite_clear.run(m.networkId);
+        return;
+      case 'member_ext':
+        s.member_ext.run(m.row.networkId, m.row.nodeId, m.row.role, m.row.externalId, JSON.stringify(m.row.tags));
+        return;
+      case 'member_ext_delete':
+        s.member_ext_delete.run(m.networkId, m.nodeId);
+        return;
+      case 'member_ext_clear':
+        s.member_ext_clear.run(m.networkId);
+        return;
+      case 'preassign':
+        s.preassign.run(m.row.networkId, m.row.externalId, m.row.role);
+        return;
+      case 'preassign_delete':
+        s.preassign_delete.run(m.networkId, m.externalId);
+        return;
+      case 'invite':
+        s.invite.run(m.row.toId, m.row.networkId, m.row.fromId, m.row.createdAt, m.row.expiresAt);
+        return;
+      case 'invite_delete':
+        s.invite_delete.run(m.toId, m.networkId);
+        return;
+      case 'node_key':
+        s.node_key.run(m.row.nodeId, m.row.keyCreatedAt, m.row.rotatedAt, m.row.rotateCount, m.row.expiresAt);
+        return;
     }
   }
 
@@ -173,7 +244,7 @@ export class SqliteStore implements RegistryStore {
       (r): HandshakeResponseRow => ({ toId: r.to_id!, fromId: r.from_id!, accept: r.accept === 1, ts: r.ts! }),
     );
     const m: StoreMeta = { nextNodeId: meta.get('next_node') ?? 1, nextNetworkId: meta.get('next_net') ?? 1 };
-    return { meta: m, nodes, networks, memberships, trust, handshakeRequests, handshakeResponses };
+    return { meta: m, nodes, networks, memberships, trust, handshakeRequests, handshakeResponses, enterprise: loadEnterprise(db) };
   }
 
   commit(mutations: readonly Mutation[]): Promise<void> {
@@ -256,6 +327,47 @@ export function runMigrations(db: Database.Database, list: readonly Migration[])
     current = m.version;
   }
   return current;
+}
+
+type Row = Record<string, unknown>;
+
+function loadEnterprise(db: Database.Database): EnterpriseSnapshot {
+  const all = (sql: string): Row[] => db.prepare(sql).all() as Row[];
+  return {
+    networks: all('SELECT * FROM network_ext ORDER BY network_id').map(
+      (r): NetworkExtRow => ({
+        networkId: r.network_id as number,
+        enterprise: r.enterprise === 1,
+        identityRule: (r.identity_rule as string | null) ?? null,
+        adminTokenHash: (r.admin_token_hash as string | null) ?? null,
+        groupNetworks: r.group_networks === null ? null : (JSON.parse(r.group_networks as string) as Record<string, number[]>),
+      }),
+    ),
+    members: all('SELECT * FROM member_ext').map(
+      (r): MemberExtRow => ({
+        networkId: r.network_id as number,
+        nodeId: r.node_id as number,
+        role: r.role as Role,
+        externalId: (r.external_id as string | null) ?? null,
+        tags: JSON.parse(r.tags as string) as string[],
+      }),
+    ),
+    preassign: all('SELECT * FROM role_preassign').map(
+      (r): PreassignRow => ({ networkId: r.network_id as number, externalId: r.external_id as string, role: r.role as PreassignRow['role'] }),
+    ),
+    invites: all('SELECT * FROM invites ORDER BY created_at').map(
+      (r): InviteRow => ({ toId: r.to_id as number, networkId: r.network_id as number, fromId: r.from_id as number, createdAt: r.created_at as number, expiresAt: r.expires_at as number }),
+    ),
+    keys: all('SELECT * FROM node_keys').map(
+      (r): NodeKeyRow => ({
+        nodeId: r.node_id as number,
+        keyCreatedAt: r.key_created_at as number,
+        rotatedAt: (r.rotated_at as number | null) ?? null,
+        rotateCount: r.rotate_count as number,
+        expiresAt: (r.expires_at as number | null) ?? null,
+      }),
+    ),
+  };
 }
 
 function nodeFromRow(r: Record<string, unknown>): NodeRow {

@@ -12,7 +12,10 @@
  * migration in the implementation, and fields to `StoreSnapshot`. Existing variants never change shape.
  */
 
-export type JoinRuleName = 'open' | 'token' | 'invite';
+/** `open`/`token`/`invite`, or an identity rule kind (enterprise; the rule itself is in `NetworkExtRow`). */
+export type JoinRuleName = 'open' | 'token' | 'invite' | IdentityRuleKind;
+export type IdentityRuleKind = 'oidc' | 'spiffe' | 'ca' | 'ldap' | 'webhook';
+export const IDENTITY_RULE_KINDS: readonly IdentityRuleKind[] = ['oidc', 'spiffe', 'ca', 'ldap', 'webhook'];
 
 export interface NodeRow {
   id: number;
@@ -86,6 +89,66 @@ export interface StoreMeta {
   nextNetworkId: number;
 }
 
+// ------------------------------------------------------------------ enterprise (migration 2)
+
+export type Role = 'owner' | 'admin' | 'member';
+
+/** Enterprise settings of a network (absent row = plain network). */
+export interface NetworkExtRow {
+  networkId: number;
+  enterprise: boolean;
+  /** identity rule JSON (as accepted by identity/parseIdentityRule), for identity join rules */
+  identityRule: string | null;
+  /** per-network admin token, `salt:hex(sha256(salt ‖ token))` */
+  adminTokenHash: string | null;
+  /** group → network IDs auto-joined after an identity join (identity/networksForGroups) */
+  groupNetworks: Record<string, number[]> | null;
+}
+
+/** Role, admitted external ID and per-network tags of one member of an enterprise/identity network. */
+export interface MemberExtRow {
+  networkId: number;
+  nodeId: number;
+  role: Role;
+  externalId: string | null;
+  tags: string[];
+}
+
+/** RBAC pre-assignment: a node admitted with this external ID (lower-cased) gets `role`. */
+export interface PreassignRow {
+  networkId: number;
+  externalId: string;
+  role: 'admin' | 'member';
+}
+
+export interface InviteRow {
+  toId: number;
+  networkId: number;
+  fromId: number;
+  /** unix seconds */
+  createdAt: number;
+  expiresAt: number;
+}
+
+/** Key lifecycle of a node (absent row = key never rotated, no expiry). */
+export interface NodeKeyRow {
+  nodeId: number;
+  /** unix seconds the current key became valid */
+  keyCreatedAt: number;
+  rotatedAt: number | null;
+  rotateCount: number;
+  /** unix seconds, null = never */
+  expiresAt: number | null;
+}
+
+export interface EnterpriseSnapshot {
+  networks: NetworkExtRow[];
+  members: MemberExtRow[];
+  preassign: PreassignRow[];
+  invites: InviteRow[];
+  keys: NodeKeyRow[];
+}
+
 export type Mutation =
   | { kind: 'meta'; meta: StoreMeta }
   | { kind: 'node'; row: NodeRow }
@@ -99,7 +162,19 @@ export type Mutation =
   /** fromId omitted: the node's whole request inbox */
   | { kind: 'hs_request_delete'; toId: number; fromId?: number }
   | { kind: 'hs_response'; row: HandshakeResponseRow }
-  | { kind: 'hs_response_delete'; toId: number };
+  | { kind: 'hs_response_delete'; toId: number }
+  | { kind: 'net_ext'; row: NetworkExtRow }
+  /** every enterprise row of a network (settings, member roles, pre-assignments, invites) */
+  | { kind: 'net_ext_delete'; networkId: number }
+  | { kind: 'member_ext'; row: MemberExtRow }
+  | { kind: 'member_ext_delete'; networkId: number; nodeId: number }
+  /** networkId omitted: every member role row of that network */
+  | { kind: 'member_ext_clear'; networkId: number }
+  | { kind: 'preassign'; row: PreassignRow }
+  | { kind: 'preassign_delete'; networkId: number; externalId: string }
+  | { kind: 'invite'; row: InviteRow }
+  | { kind: 'invite_delete'; toId: number; networkId: number }
+  | { kind: 'node_key'; row: NodeKeyRow };
 
 export interface StoreSnapshot {
   meta: StoreMeta;
@@ -109,6 +184,8 @@ export interface StoreSnapshot {
   trust: TrustRow[];
   handshakeRequests: HandshakeRequestRow[];
   handshakeResponses: HandshakeResponseRow[];
+  /** enterprise rows (absent from stores/snapshots that predate migration 2) */
+  enterprise?: EnterpriseSnapshot;
 }
 
 export interface RegistryStore {
