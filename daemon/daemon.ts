@@ -351,7 +351,11 @@ export class Daemon implements IpcDaemonApi {
       // A heartbeat not answered within one interval counts as failed (the client would wait 10 s).
       await withTimeout(this.registry.heartbeat(this.auth()), Math.max(1000, this.config.keepaliveMs));
       this.counters.heartbeats++;
+      const recovered = this.heartbeatFailures > 0;
       this.heartbeatFailures = 0;
+      // The registry was unreachable: it may have restarted from an older state or lost our endpoint,
+      // hostname or trust reports, so refresh the registration instead of trusting the heartbeat alone.
+      if (recovered) await this.reregister();
       // v1: poll the handshake inbox after each successful heartbeat (pushes are prompts, this is the record).
       await this.pollHandshakes();
     } catch (err) {
