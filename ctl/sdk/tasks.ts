@@ -11,32 +11,14 @@
 import { readFile, stat } from 'node:fs/promises';
 import { basename, resolve as resolvePath } from 'node:path';
 import { IPC_MAX_MESSAGE, type IpcMap } from '../../daemon/ipc/protocol.js';
-import type { TaskStatus } from '../../daemon/services/tasks.js';
+import type { TaskRecord } from '../../daemon/services/tasks.js';
 import { PilotSdkError } from './errors.js';
 import type { PeerRef, Result } from './pilot.js';
 
 export type TaskType = 'received' | 'submitted';
 
-/** A task as the daemon keeps it (tasks/{received,submitted}/<id>.json). Times are RFC3339 UTC. */
-export interface TaskInfo {
-  task_id: string;
-  task_description: string;
-  from_addr: string;
-  to_addr: string;
-  status: TaskStatus;
-  status_justification?: string;
-  created_at: string;
-  accepted_at?: string;
-  staged_at?: string;
-  execute_started_at?: string;
-  completed_at?: string;
-  time_idle_ms?: number;
-  time_staged_ms?: number;
-  time_cpu_ms?: number;
-  /** Submitter side: where the results were saved (tasks/results/). */
-  result_path?: string;
-  reward?: number;
-}
+/** A task as the daemon keeps it (tasks/{received,submitted}/<id>.json; times RFC3339 UTC), minus internals. */
+export type TaskInfo = Omit<TaskRecord, 'queue_seq'>;
 
 export interface TaskSubmitResult {
   task_id: string;
