@@ -4,3 +4,4 @@ export { PilotServer } from './server.js';
 export { PilotDatagramSocket, type PilotDatagram } from './datagram.js';
 export { PilotSdkError, SdkErrorCodes } from './errors.js';
 export * from './services.js';
+export { PilotTasks, TASK_INLINE_FILE_MAX, type TaskInfo, type TaskResultsInput, type TaskSubmitResult, type TaskType } from './tasks.js';

@@ -25,6 +25,7 @@ import { PilotDatagramSocket } from './datagram.js';
 import { PilotSdkError } from './errors.js';
 import { IpcClient } from './ipc-client.js';
 import { PilotServer } from './server.js';
+import { PilotTasks } from './tasks.js';
 
 export interface PilotConnectOptions {
   /** IPC socket path (default `$PILOT_SOCKET`, else `pilot.sock` in the system temp directory). */
@@ -259,6 +260,11 @@ export class Pilot extends EventEmitter {
     leave: (networkId: number): Promise<Result> => this.request('network_leave', { network_id: networkId }),
     members: (networkId: number): Promise<Result> => this.request('network_members', { network_id: networkId }),
   };
+
+  // ----- tasks (port 1003) -----------------------------------------------------------------------
+
+  /** Task submission through the daemon: submit, list, queue, accept, decline, execute, sendResults. */
+  readonly tasks = new PilotTasks((op, args) => this.request(op, args));
 
   /** Close the IPC connection: the daemon closes every connection, listener and port opened through it. */
   async close(): Promise<void> {
