@@ -4,11 +4,16 @@
 //   - relayed: both peers behind symmetric NATs, through the beacon (rig scenario 3),
 // plus the beacon process's CPU while it relays. Goal: relay ≥ 0.5× direct, beacon < 1 core.
 // Needs root (network namespaces); real NATs are nftables in namespaces, so all paths share this machine.
+// `--daemons`: the same three paths with the shipped binaries instead of the test peers: `pilot-registry`
+// (registry + beacon) and `pilot-daemon`s, driven through the SDK over their IPC sockets (so the figures
+// include the IPC hop a user's program pays); results as natpunch.daemon_path_*.
 //
-//   npx tsc -p . && node dist/bench/nat-paths.js [--mib 64] [--pings 50] [--udp-payload 1472] [--no-write]
+//   npx tsc -p . && node dist/bench/nat-paths.js [--daemons] [--mib 64] [--pings 50] [--udp-payload 1472 (test peers only)] [--no-write]
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { rigAvailable, type Host } from '../test/rigs/netns.js';
 import { natWorld, PeerProc } from '../test/natpunch/rig-helpers.js';
+import { DaemonWorld, trust, transfer, type DaemonProc } from '../test/natpunch/rig-daemon-helpers.js';
 import { fmt, median, printTable, writeResults, type BenchResult } from './lib/results.js';
 
 const argv = process.argv;
@@ -120,4 +125,75 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) await main();
+/** CPU time (user + system, ms) of a process from /proc (the registry runs in another namespace). */
+function cpuMsOf(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+}
+
+async function measureDaemons(a: DaemonProc, b: DaemonProc, registryPid: number | null): Promise<PathFigures> {
+  await trust(a, b);
+  await transfer(a, b, 2 * MiB); // warm-up: path chosen, stream window open
+  const cpu0 = registryPid ? cpuMsOf(registryPid) : 0;
+  const t0 = performance.now();
+  const r = await transfer(a, b, MIB * MiB);
+  const wallMs = performance.now() - t0;
+  const cpuMs = registryPid ? cpuMsOf(registryPid) - cpu0 : 0;
+  const rtts: number[] = [];
+  for (let i = 0; i < PINGS; i++) rtts.push(await a.pilot.ping(b.id));
+  const row = await a.peer(b.id);
+  return {
+    mbps: (MIB * MiB) / 1e6 / (wallMs / 1000),
+    rttMs: median(rtts),
+    path: row?.path ?? '?',
+    ok: r.received.sha256 === r.sent && r.received.bytes === MIB * MiB,
+    beaconCpuPct: registryPid ? (100 * cpuMs) / wallMs : undefined,
+  };
+}
+
+async function mainDaemons(): Promise<void> {
+  const w = await DaemonWorld.create('nbenchd');
+  try {
+    const args: string[] = []; // the daemon has no --udp-payload knob: the transport picks its datagram size
+    const [d1, d2] = [await w.daemon(w.infra, 'direct1', args), await w.daemon(w.infra, 'direct2', args)];
+    const direct = await measureDaemons(d1, d2, null);
+    await Promise.all([d1.stop(), d2.stop()]);
+    const [c1, c2] = [await w.natted('cone', 'cone1'), await w.natted('cone', 'cone2')];
+    const [p1, p2] = await Promise.all([w.daemon(c1, 'cone1', args), w.daemon(c2, 'cone2', args)]);
+    const punched = await measureDaemons(p1, p2, null);
+    await Promise.all([p1.stop(), p2.stop()]);
+    const [s1, s2] = [await w.natted('symmetric', 'sym1'), await w.natted('symmetric', 'sym2')];
+    const [r1, r2] = await Promise.all([w.daemon(s1, 'sym1', args), w.daemon(s2, 'sym2', args)]);
+    const relayed = await measureDaemons(r1, r2, w.registry.child.pid ?? null);
+
+    printTable(`nat-paths (pilot-daemon + SDK): one stream, ${MIB} MiB, hash-verified; RTT = median of ${PINGS} pings through IPC`, [
+      ['direct (same host)', `${fmt(direct.mbps)} MB/s`, `rtt ${fmt(direct.rttMs, 2)} ms  path=${direct.path} ok=${direct.ok}`],
+      ['punched (cone NATs)', `${fmt(punched.mbps)} MB/s`, `rtt ${fmt(punched.rttMs, 2)} ms  path=${punched.path} ok=${punched.ok}  ${fmt(punched.mbps / direct.mbps, 2)}× direct`],
+      ['relayed (symmetric)', `${fmt(relayed.mbps)} MB/s`, `rtt ${fmt(relayed.rttMs, 2)} ms  path=${relayed.path} ok=${relayed.ok}  ${fmt(relayed.mbps / direct.mbps, 2)}× direct`],
+      ['beacon CPU (relaying)', `${fmt(relayed.beaconCpuPct ?? NaN)} %`, 'of one core (pilot-registry process: registry + beacon; goal < 100 %)'],
+    ]);
+    const results: BenchResult[] = [
+      { id: 'natpunch.daemon_path_direct', value: direct.mbps, unit: 'MB/s' },
+      { id: 'natpunch.daemon_path_punched', value: punched.mbps, unit: 'MB/s' },
+      { id: 'natpunch.daemon_path_relayed', value: relayed.mbps, unit: 'MB/s' },
+      { id: 'natpunch.daemon_path_relayed_ratio', value: relayed.mbps / direct.mbps, unit: 'x', note: 'goal ≥ 0.5' },
+      { id: 'natpunch.daemon_path_direct_rtt', value: direct.rttMs, unit: 'ms' },
+      { id: 'natpunch.daemon_path_punched_rtt', value: punched.rttMs, unit: 'ms' },
+      { id: 'natpunch.daemon_path_relayed_rtt', value: relayed.rttMs, unit: 'ms' },
+      { id: 'natpunch.daemon_beacon_cpu_relaying', value: relayed.beaconCpuPct ?? NaN, unit: '%', note: 'goal < 100' },
+    ];
+    if (!argv.includes('--no-write')) console.log(`\nwrote ${await writeResults(results)}`);
+    if (!direct.ok || !punched.ok || !relayed.ok || relayed.path !== 'relayed' || punched.path === 'relayed') process.exitCode = 1;
+  } finally {
+    await w.close();
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  if (!argv.includes('--daemons')) await main();
+  else {
+    const avail = await rigAvailable();
+    if (avail.ok) await mainDaemons();
+    else console.log(`nat-paths --daemons: skipped, NAT rig unavailable: ${avail.reason}`);
+  }
+}

@@ -15,6 +15,7 @@ const SUITES: Record<string, { script: string; args: string[] }> = {
   beacon: { script: 'beacon-relay.js', args: [] },
   daemon: { script: 'daemon.js', args: [] },
   nat: { script: 'nat-paths.js', args: [] },
+  'nat-daemon': { script: 'nat-paths.js', args: ['--daemons'] },
 };
 
 const asked = process.argv.slice(2);

@@ -55,6 +55,9 @@ export interface DaemonConfig {
   allowPlaintext: boolean;
   allowAnonymous: boolean;
   keepaliveMs: number;
+  /** NAT traversal timers (SPEC §7; natpunch/client.ts NatTraversalOptions): binding keepalive, re-punch
+   *  interval of a relayed peer and its backoff cap, relay fallback of a new peer, path-check ping timeout. */
+  nat: { keepaliveMs: number; probeMs: number; probeMaxMs: number; directTimeoutMs: number; pingTimeoutMs: number };
   idleTimeoutMs: number;
   synRateLimit: number;
   maxConnsPerPort: number;
@@ -107,6 +110,11 @@ const SPECS: Spec[] = [
   { name: 'allow-plaintext', kind: 'bool', help: 'accept and send plaintext (PILT) tunnel frames' },
   { name: 'allow-anonymous', kind: 'bool', help: 'accept anonymous (PILK) key exchanges' },
   { name: 'keepalive', kind: 'duration', arg: 'DURATION', help: 'registry heartbeat and keepalive interval (default 30s)', min: 1000, max: 24 * 3600_000 },
+  { name: 'nat-keepalive', kind: 'duration', arg: 'DURATION', help: 'NAT binding keepalive and path check interval (default 20s)', min: 100, max: 3600_000 },
+  { name: 'nat-probe', kind: 'duration', arg: 'DURATION', help: 're-punch interval of a relayed peer, doubling per failure (default 5s)', min: 100, max: 3600_000 },
+  { name: 'nat-probe-max', kind: 'duration', arg: 'DURATION', help: 'cap of the re-punch backoff (default 60s)', min: 100, max: 24 * 3600_000 },
+  { name: 'nat-direct-timeout', kind: 'duration', arg: 'DURATION', help: 'a new peer without a key exchange after this goes to the relay (default 4s)', min: 100, max: 3600_000 },
+  { name: 'nat-ping-timeout', kind: 'duration', arg: 'DURATION', help: 'path check ping timeout (default 2s)', min: 100, max: 600_000 },
   { name: 'idle-timeout', kind: 'duration', arg: 'DURATION', help: 'close idle connections after (default 120s)', min: 1000, max: 7 * 24 * 3600_000 },
   { name: 'syn-rate-limit', kind: 'int', arg: 'N', help: 'SYNs accepted per second (default 100)', min: 1, max: 1_000_000 },
   { name: 'max-conns-per-port', kind: 'int', arg: 'N', help: 'connections per port (default 1024)', min: 1, max: 1_000_000 },
@@ -233,6 +241,13 @@ function build(values: Map<string, Value>, sources: Record<string, ConfigSource>
     allowPlaintext: bool('allow-plaintext', false),
     allowAnonymous: bool('allow-anonymous', false),
     keepaliveMs: num('keepalive', 30_000),
+    nat: {
+      keepaliveMs: num('nat-keepalive', 20_000),
+      probeMs: num('nat-probe', 5_000),
+      probeMaxMs: num('nat-probe-max', 60_000),
+      directTimeoutMs: num('nat-direct-timeout', 4_000),
+      pingTimeoutMs: num('nat-ping-timeout', 2_000),
+    },
     idleTimeoutMs: num('idle-timeout', 120_000),
     synRateLimit: num('syn-rate-limit', 100),
     maxConnsPerPort: num('max-conns-per-port', 1024),

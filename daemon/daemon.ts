@@ -188,6 +188,13 @@ export class Daemon implements IpcDaemonApi {
       beacon: cfg.beacon ? await resolveEndpoint(cfg.beacon) : null,
       stunServers: cfg.stun,
       endpointOverride: cfg.endpoint ? parseNatEndpoint(cfg.endpoint) : null,
+      keepaliveMs: cfg.nat.keepaliveMs,
+      probeIntervalMs: cfg.nat.probeMs,
+      maxProbeIntervalMs: cfg.nat.probeMaxMs,
+      directTimeoutMs: cfg.nat.directTimeoutMs,
+      pingTimeoutMs: cfg.nat.pingTimeoutMs,
+      // The maintenance tick bounds how precisely those timers fire: short timers need a short tick.
+      tickMs: Math.min(500, Math.max(50, Math.floor(Math.min(cfg.nat.probeMs, cfg.nat.directTimeoutMs) / 4))),
       log: this.log.child({ c: 'nat' }),
     });
     // Behind a NAT the registry must hand out the reflexive endpoint (the registry takes the IP from
@@ -794,6 +801,7 @@ export class Daemon implements IpcDaemonApi {
       ipc: { ...this.ipc.stats },
       registry: { ...this.counters, connected: this.registry.connected, subscribed: this.subscription?.active ?? false },
       peers: { cached: this.peers.size(), ...this.peers.stats },
+      nat: { ...this.nat.stats(), reflexive: this.reflexive ? `${this.reflexive.host}:${this.reflexive.port}` : '' },
       webhook: { ...this.webhook.stats },
       handshake: { ...this.handshakes.stats },
     };

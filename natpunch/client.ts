@@ -533,7 +533,7 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
     this.counters.probes_received++;
     const ep = { host: rinfo.address, port: rinfo.port };
     const k = key(ep);
-    const st = this.peerAt(k);
+    const st = this.peerAt(k) ?? this.relayedPeerOnHost(ep.host);
     if (!st) return;
     if (st.punchedFrom.size >= MAX_CANDIDATES * 2) st.punchedFrom.clear();
     st.punchedFrom.add(k);
@@ -554,6 +554,25 @@ export class NatTraversal extends EventEmitter<NatTraversalEvents> {
       st.failures = 0;
       this.refresh(st);
     }
+  }
+
+  /**
+   * A PILP from an unknown port of an address where exactly one relayed peer has a candidate: that peer's
+   * NAT maps per destination (symmetric), so the port it uses towards us is not the one the beacon or the
+   * registry saw, and no candidate can name it. Taking the observed source is the only way to reach such a
+   * peer directly (its packets pass our NAT once we have sent to its address). Safe: tryUpgrade uses the
+   * path only after an authenticated ping crosses it, and reverts otherwise.
+   */
+  private relayedPeerOnHost(host: string): PeerState | null {
+    let found: PeerState | null = null;
+    for (const st of this.peers.values()) {
+      if (!st.candidates.some((c) => c.host === host)) continue;
+      const info = this.node.tunnel.peer(st.node);
+      if (!info?.encrypted || info.path !== 'relay') continue;
+      if (found) return null; // two relayed peers behind one address: ambiguous
+      found = st;
+    }
+    return found;
   }
 
   private peerAt(k: string): PeerState | null {

@@ -41,6 +41,7 @@ t.test('defaults: v1 constants, data dir layout, services on, encryption on', as
     allowPlaintext: false,
     allowAnonymous: false,
     keepaliveMs: 30_000,
+    nat: { keepaliveMs: 20_000, probeMs: 5_000, probeMaxMs: 60_000, directTimeoutMs: 4_000, pingTimeoutMs: 2_000 },
     idleTimeoutMs: 120_000,
     synRateLimit: 100,
     maxConnsPerPort: 1024,
@@ -146,6 +147,7 @@ t.test('v1 Go-style flags: single dash, -flag=value, -encrypt=false, --no-encryp
     allowPlaintext: true,
     allowAnonymous: true,
     keepaliveMs: 10_000,
+    nat: { keepaliveMs: 20_000, probeMs: 5_000, probeMaxMs: 60_000, directTimeoutMs: 4_000, pingTimeoutMs: 2_000 },
     idleTimeoutMs: 3_600_000,
     synRateLimit: 50,
     maxConnsPerPort: 8,
@@ -156,6 +158,11 @@ t.test('v1 Go-style flags: single dash, -flag=value, -encrypt=false, --no-encryp
     logLevel: 'warn',
     logFormat: 'text',
   });
+  t.same(
+    (await run([...REG, '--nat-keepalive', '1s', '--nat-probe', '700ms', '--nat-probe-max', '3s', '--nat-direct-timeout', '1500ms', '--nat-ping-timeout', '800ms'])).config.nat,
+    { keepaliveMs: 1000, probeMs: 700, probeMaxMs: 3000, directTimeoutMs: 1500, pingTimeoutMs: 800 },
+    'NAT traversal timers',
+  );
   t.equal((await run([...REG, '--no-encrypt', '--allow-plaintext'])).config.encrypt, false);
   t.equal((await run([...REG, '--encrypt', 'false', '--allow-plaintext'])).config.encrypt, false);
   t.equal((await run([...REG, '--public=false'])).config.public, false);
