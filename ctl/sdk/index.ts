@@ -4,3 +4,4 @@ export { PilotServer } from './server.js';
 export { PilotDatagramSocket, type PilotDatagram } from './datagram.js';
 export { PilotSdkError, SdkErrorCodes } from './errors.js';
 export * from './services.js';
+export { PilotNetworks, PilotKeys, joinFields, type JoinOptions, type CreateOptions, type CertPair, type NodeRef } from './networks.js';
