@@ -47,9 +47,10 @@ import {
   type JsonObject,
 } from './ipc/protocol.js';
 import { NetworkOpError } from './ipc/network-ops.js';
+import { taskOp, TASK_OP_PREFIX, type TaskOpsDaemon } from './ipc/task-ops.js';
 
-/** What the IPC server needs from the daemon. */
-export interface IpcDaemonApi {
+/** What the IPC server needs from the daemon (`services` feeds the task_* ops, daemon/ipc/task-ops.ts). */
+export interface IpcDaemonApi extends TaskOpsDaemon {
   readonly version: string;
   /** Resolve text (address, bare node ID or hostname) to an address. */
   resolveTarget(text: string): Promise<Addr>;
@@ -537,6 +538,7 @@ class IpcClient {
       default:
         if (op.startsWith('network_')) return this.d.network(op.slice('network_'.length), a);
         if (op.startsWith('key_') && this.d.key) return this.d.key(op.slice('key_'.length), a);
+        if (op.startsWith(TASK_OP_PREFIX)) return taskOp(this.d, op, a);
         throw new PilotError('unknown_op', `unknown op "${op.slice(0, 64)}"`);
     }
   }
@@ -805,6 +807,12 @@ function errCode(err: Error): string {
 
 /** Map any error to a stable IPC error code (IpcErrorCodes) with a hint where one helps. */
 export function toIpcError(err: unknown): { code: string; message: string; hint?: string } {
+  const r = ipcErrorOf(err);
+  const own = (err as { hint?: unknown } | null)?.hint; // an error that knows the fix keeps its hint
+  return typeof own === 'string' && own !== '' ? { ...r, hint: own } : r;
+}
+
+function ipcErrorOf(err: unknown): { code: string; message: string; hint?: string } {
   const message = errMessage(err);
   const raw = (err as { code?: unknown })?.code;
   const c = typeof raw === 'string' ? raw : '';

@@ -2,7 +2,8 @@
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { bench, publish, sendFile, sendMessage, serveDiscard, submitTask, subscribe, Ports } from '../sdk/services.js';
+import { bench, publish, sendFile, sendMessage, serveDiscard, subscribe, Ports } from '../sdk/services.js';
+import type { TaskInfo, TaskType } from '../sdk/tasks.js';
 import type { PilotConnection } from '../sdk/connection.js';
 import { action, CliError, mib, parseDuration, parseIntArg, table, within, type Ctx } from './common.js';
 
@@ -360,8 +361,22 @@ export function registerCommCommands(program: Command): void {
       }),
     );
 
-  // ----- tasks -----------------------------------------------------------------------------------
+  // ----- tasks (through the daemon's task_* IPC ops) -------------------------------------------------
   const task = program.command('task').description('task submission (port 1003)');
+  const short = (s: unknown, n = 48): string => {
+    const t = String(s ?? '').replace(/\s+/g, ' ');
+    return t.length > n ? `${t.slice(0, n - 1)}…` : t;
+  };
+  const taskRows = (tasks: TaskInfo[], type: TaskType): string =>
+    table(
+      tasks.map((x) => ({
+        task_id: x.task_id,
+        status: x.status,
+        [type === 'received' ? 'from' : 'to']: type === 'received' ? x.from_addr : x.to_addr,
+        description: short(x.task_description),
+        ...(type === 'submitted' ? { result: x.result_path ?? '', justification: short(x.status_justification, 40) } : {}),
+      })),
+    );
   task
     .command('submit <peer>')
     .description('submit a task to a peer')
@@ -369,58 +384,73 @@ export function registerCommCommands(program: Command): void {
     .option('--timeout <d>', 'timeout', '30s')
     .action(
       action(async (ctx: Ctx, peer: string, o: { task: string; timeout: string }) => {
-        const r = await submitTask(await ctx.pilot(), peer, o.task, { timeoutMs: parseDuration(o.timeout) });
+        const r = await (await ctx.pilot()).tasks.submit(peer, o.task, { timeoutMs: parseDuration(o.timeout) });
         if (r.status !== 200) throw new CliError('unavailable', `task refused: ${r.message}`, { hint: 'the peer declined (polo score or task execution disabled)' });
         ctx.ok(r, `task ${r.task_id} submitted: ${r.message}`);
       }),
     );
-  const readTasks = async (dir: string): Promise<Record<string, unknown>[]> => {
-    const out: Record<string, unknown>[] = [];
-    for (const f of await listDir(dir)) {
-      if (!f.name.endsWith('.json')) continue;
-      try {
-        out.push(JSON.parse(await readFile(join(dir, f.name), 'utf8')) as Record<string, unknown>);
-      } catch {
-        /* skip */
-      }
-    }
-    return out;
-  };
   task
     .command('list')
     .description('list tasks')
     .option('--type <t>', 'received | submitted', 'received')
     .action(
       action(async (ctx: Ctx, o: { type: string }) => {
-        if (!['received', 'submitted'].includes(o.type)) throw new CliError('invalid_argument', '--type must be received or submitted');
-        const tasks = await readTasks(join(await dataDir(ctx), 'tasks', o.type));
-        ctx.ok({ type: o.type, tasks }, () => table(tasks.map((x) => ({ task_id: x.task_id, status: x.status, from: x.from_addr, to: x.to_addr, description: x.task_description }))));
+        if (o.type !== 'received' && o.type !== 'submitted') throw new CliError('invalid_argument', '--type must be received or submitted');
+        const type: TaskType = o.type;
+        const tasks = await (await ctx.pilot()).tasks.list(type);
+        ctx.ok({ type, tasks }, () => taskRows(tasks, type));
       }),
     );
   task
     .command('queue')
-    .description('list received tasks waiting to be executed')
+    .description('list accepted tasks waiting to be executed (head first)')
     .action(
       action(async (ctx: Ctx) => {
-        const tasks = (await readTasks(join(await dataDir(ctx), 'tasks', 'received'))).filter((x) => ['NEW', 'ACCEPTED'].includes(String(x.status)));
-        ctx.ok({ tasks }, () => table(tasks.map((x) => ({ task_id: x.task_id, status: x.status, description: x.task_description }))));
+        const tasks = await (await ctx.pilot()).tasks.queue();
+        ctx.ok({ tasks }, () => taskRows(tasks, 'received'));
       }),
     );
-  for (const [name, desc] of [
-    ['accept', 'accept a received task'],
-    ['decline', 'decline a received task'],
-    ['execute', 'start the next accepted task'],
-    ['send-results', 'send results of a task'],
-  ] as const) {
-    task
-      .command(name)
-      .description(`${desc} (needs daemon task ops over IPC: not available yet)`)
-      .allowUnknownOption(true)
-      .option('--id <id>', 'task id')
-      .action(
-        action(async () => {
-          throw new CliError('unavailable', `task ${name} is not available: the daemon exposes no task ops over IPC yet`, { hint: 'use pilotctl task list / queue to inspect tasks' });
-        }),
-      );
-  }
+  task
+    .command('accept')
+    .description('accept a received task (NEW → ACCEPTED, queued)')
+    .requiredOption('--id <id>', 'task id')
+    .action(
+      action(async (ctx: Ctx, o: { id: string }) => {
+        const r = await (await ctx.pilot()).tasks.accept(o.id);
+        ctx.ok(r, `task ${r.task_id} accepted and queued; start it with: pilotctl task execute`);
+      }),
+    );
+  task
+    .command('decline')
+    .description('decline a received task (NEW → DECLINED)')
+    .requiredOption('--id <id>', 'task id')
+    .option('--justification <text>', 'reason sent to the submitter', '')
+    .action(
+      action(async (ctx: Ctx, o: { id: string; justification: string }) => {
+        const r = await (await ctx.pilot()).tasks.decline(o.id, o.justification);
+        ctx.ok(r, `task ${r.task_id} declined`);
+      }),
+    );
+  task
+    .command('execute')
+    .description('start the next accepted task (head of the queue → EXECUTING)')
+    .action(
+      action(async (ctx: Ctx) => {
+        const r = await (await ctx.pilot()).tasks.execute();
+        ctx.ok(r, `executing task ${r.task_id} from ${r.from_addr}:\n${r.task_description}\nsend the results with: pilotctl task send-results --id ${r.task_id} --results TEXT | --file PATH`);
+      }),
+    );
+  task
+    .command('send-results')
+    .description('send the results of an executing task to its submitter (→ COMPLETED)')
+    .requiredOption('--id <id>', 'task id')
+    .option('--results <text>', 'text results')
+    .option('--file <path>', 'a result file')
+    .action(
+      action(async (ctx: Ctx, o: { id: string; results?: string; file?: string }) => {
+        if ((o.results === undefined) === (o.file === undefined)) throw new CliError('invalid_argument', 'give exactly one of --results TEXT or --file PATH');
+        const r = await (await ctx.pilot()).tasks.sendResults(o.id, o.results !== undefined ? { text: o.results } : { file: o.file! });
+        ctx.ok(r, `results of task ${r.task_id} sent to ${r.from_addr} (${r.status})`);
+      }),
+    );
 }

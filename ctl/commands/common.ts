@@ -73,6 +73,7 @@ export function toCliError(err: unknown): { code: CliCode; message: string; hint
     case 'bad_value':
     case 'bad_credit':
     case 'bad_address':
+    case 'bad_state': // e.g. accepting a task that is not NEW (the daemon's hint names the right command)
     case 'commander.invalidArgument':
     case 'commander.missingArgument':
     case 'commander.unknownOption':

@@ -5,3 +5,4 @@ export { PilotDatagramSocket, type PilotDatagram } from './datagram.js';
 export { PilotSdkError, SdkErrorCodes } from './errors.js';
 export * from './services.js';
 export { PilotNetworks, PilotKeys, joinFields, type JoinOptions, type CreateOptions, type CertPair, type NodeRef } from './networks.js';
+export { PilotTasks, TASK_INLINE_FILE_MAX, type TaskInfo, type TaskResultsInput, type TaskSubmitResult, type TaskType } from './tasks.js';

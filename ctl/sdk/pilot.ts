@@ -26,6 +26,7 @@ import { PilotKeys, PilotNetworks } from './networks.js';
 import { PilotSdkError } from './errors.js';
 import { IpcClient } from './ipc-client.js';
 import { PilotServer } from './server.js';
+import { PilotTasks } from './tasks.js';
 
 export interface PilotConnectOptions {
   /** IPC socket path (default `$PILOT_SOCKET`, else `pilot.sock` in the system temp directory). */
@@ -251,6 +252,11 @@ export class Pilot extends EventEmitter {
   readonly network: PilotNetworks = new PilotNetworks((op, a) => this.request(op, a));
   /** The node's key lifecycle: info, rotate, setExpiry. */
   readonly key: PilotKeys = new PilotKeys((op, a) => this.request(op, a));
+
+  // ----- tasks (port 1003) -----------------------------------------------------------------------
+
+  /** Task submission through the daemon: submit, list, queue, accept, decline, execute, sendResults. */
+  readonly tasks = new PilotTasks((op, args) => this.request(op, args));
 
   /** Close the IPC connection: the daemon closes every connection, listener and port opened through it. */
   async close(): Promise<void> {

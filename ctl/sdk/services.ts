@@ -152,7 +152,11 @@ export async function subscribe(pilot: Pilot, peer: PeerRef, topic: string, opts
   return { events: events(), close: () => conn.destroy() };
 }
 
-/** Submit a task to a peer (port 1003); resolves with the peer's decision. */
+/**
+ * Submit a task to a peer (port 1003) straight over a stream; resolves with the peer's decision. The local
+ * daemon does not see such a task, so it cannot follow its status or receive its results: use
+ * `pilot.tasks.submit()` (ctl/sdk/tasks.ts) for that. This raw client stays for talking the wire directly.
+ */
 export async function submitTask(pilot: Pilot, peer: PeerRef, description: string, opts: { timeoutMs?: number; taskId?: string } = {}): Promise<SubmitResponse> {
   const me = await pilot.info();
   const target = await pilot.resolve(peer);

@@ -117,6 +117,28 @@ t.test('a reader that stops reading: zero window, probes, then resume without lo
   t.equal(sink.digest(), sha256(data), 'data intact after the stall');
 });
 
+t.test('a reader that drains a full buffer reopens the window at once (no wait for a zero-window probe)', async (t) => {
+  // Probes far away: only a window update sent when the application reads can restart the sender in time.
+  const config = { recvBuffer: 256 * 1024, sendBuffer: 256 * 1024, zeroWindowProbeMs: 60_000, zeroWindowProbeMaxMs: 60_000 };
+  const { net, a, b, clock } = pair({ seed: 7, link: { delayMs: 10, bandwidth: 4000, mtu: 1500 }, config });
+  t.teardown(() => net.closeAll());
+  const l = b.listen(1000);
+  const box = nextConnection(l);
+  const ca = await dial(net, a, 2, 1000);
+  await clock.run(() => !!box.conn);
+  const cb = box.conn!;
+  const sink = new Sink(cb); // flowing, as a daemon bridge or pipe() reads
+  cb.pause();
+  const data = bytes(1_000_000, 10);
+  writeAll(ca, data);
+  await clock.run(() => ca.info().peer_recv_win === 0 && ca.info().in_flight === 0, 60_000);
+  t.equal(ca.info().zero_window_probes, 0, 'stalled on a zero window, no probe yet');
+  cb.resume();
+  await clock.run(() => sink.ended, 10_000);
+  t.equal(sink.digest(), sha256(data), 'all data arrived well before the first probe was due');
+  t.equal(ca.info().zero_window_probes, 0, 'restarted by window updates, not probes');
+});
+
 t.test('a slow reader on one connection does not stall another connection', async (t) => {
   const { net, a, b, clock } = pair({ seed: 6, link: { delayMs: 5, bandwidth: 8000 }, config: { recvBuffer: 128 * 1024 } });
   t.teardown(() => net.closeAll());

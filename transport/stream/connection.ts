@@ -1253,7 +1253,23 @@ export class Connection extends Duplex implements Timed, FlushTarget {
   }
 
   override _read(): void {
-    // The application consumed data: tell a sender that may be window-blocked once the window is useful again.
+    this.windowUpdate();
+  }
+
+  /**
+   * Also on every consumed chunk: Node stops calling _read() after one that pushed nothing (data arrives
+   * asynchronously), so a reader draining a full buffer would otherwise never reopen the window and the
+   * sender would wait for a zero-window probe.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Readable.read's own signature
+  override read(size?: number): any {
+    const chunk: unknown = super.read(size);
+    if (chunk !== null) this.windowUpdate();
+    return chunk;
+  }
+
+  /** The application consumed data: tell a sender that may be window-blocked once the window is useful again. */
+  private windowUpdate(): void {
     if (!this.established || this.gone || this.eofDelivered) return;
     const w = this.advWindowUnits();
     const last = this.lastAdvWnd;
