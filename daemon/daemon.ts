@@ -11,6 +11,7 @@
 import { createRequire } from 'node:module';
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import { RegistryClient, type NodeAuth, type Subscription, type TlsOptions } from '../registry/client.js';
@@ -25,7 +26,9 @@ import { Admission } from './admission.js';
 import type { DaemonConfig } from './config.js';
 import { DataDir } from './datadir.js';
 import { IpcServer, type IpcDaemonApi } from './ipc-server.js';
-import { event as ipcEvent, type HandshakeCommand, type HandshakeResult, type IpcMap, type JsonObject } from './ipc/protocol.js';
+import { NetworkOps } from './ipc/network-ops.js';
+import { settleRotation } from './key-rotation.js';
+import { event as ipcEvent, type HandshakeCommand, type HandshakeResult, type IpcMap, type IpcValue, type JsonObject } from './ipc/protocol.js';
 import { PeerManager, parseEndpoint, type PeerPath } from './peers.js';
 import { createBuiltinServices, type BuiltinServices, type Service } from './services/index.js';
 import { HandshakeLogic, HandshakeVerifier, TrustStore, encodeHandshakeMessage, type HandshakeMessage } from './trust/index.js';
@@ -72,6 +75,8 @@ export class Daemon implements IpcDaemonApi {
   services!: BuiltinServices;
   webhook!: WebhookClient;
   ipc!: IpcServer;
+  /** Network/enterprise and key IPC ops, enterprise pushes, kept identity memberships (daemon/ipc/network-ops.ts). */
+  netOps!: NetworkOps;
   nodeId = 0;
   private startedAt = 0;
   private reflexive: { host: string; port: number } | null = null;
@@ -112,6 +117,19 @@ export class Daemon implements IpcDaemonApi {
 
   auth = (): NodeAuth => ({ identity: this.identity, nodeId: this.nodeId });
 
+  /** Signs with whatever key is current (a key rotation swaps `identity` while the daemon runs). */
+  private readonly liveAuth: NodeAuth = (() => {
+    const self = this;
+    return {
+      get identity() {
+        return self.identity;
+      },
+      get nodeId() {
+        return self.nodeId;
+      },
+    };
+  })();
+
   // ================================================================================================
   // start / close
 
@@ -131,6 +149,42 @@ export class Daemon implements IpcDaemonApi {
       reconnectMinMs: this.opts.reconnectMinMs ?? 500,
       reconnectMaxMs: this.opts.reconnectMaxMs ?? 10_000,
     });
+    // An interrupted key rotation is finished or discarded before we register (daemon/key-rotation.ts).
+    this.identity = await settleRotation({
+      identityPath: this.dataDir.identityPath,
+      current: this.identity,
+      registryKey: async (n) => {
+        try {
+          return (await this.registry.lookup(n)).public_key;
+        } catch (err) {
+          if ((err as { code?: string }).code === 'not_found') return null;
+          throw err;
+        }
+      },
+      log: this.log,
+      stop: () => this.closing,
+    });
+    this.netOps = new NetworkOps({
+      registry: this.registry,
+      auth: this.auth,
+      identity: () => this.identity,
+      resolveNode: async (t) => (await this.resolveTarget(t)).node,
+      keptJoinsPath: join(this.dataDir.root, 'identity-joins.json'),
+      identityPath: this.dataDir.identityPath,
+      emit: (kind, data) => this.networkEvent(kind, data),
+      joined: async (net) => {
+        this.myNetworks.add(net);
+        this.memberCache.delete(net);
+        await this.fetchPolicy(net);
+      },
+      left: (net) => {
+        this.myNetworks.delete(net);
+        this.recheckSessions();
+      },
+      rotated: (next) => this.useIdentity(next),
+      log: this.log.child({ c: 'network' }),
+    });
+    await this.netOps.loadKept();
 
     this.admission = new Admission({
       policy: {
@@ -184,7 +238,7 @@ export class Daemon implements IpcDaemonApi {
     this.log.info({ udp: `${bound.address}:${bound.port}` }, 'tunnel socket bound');
     this.nat = new NatTraversal({
       node: this.transport,
-      identity: this.identity,
+      identity: { sign: (m: Uint8Array | string) => this.identity.sign(m) },
       beacon: cfg.beacon ? await resolveEndpoint(cfg.beacon) : null,
       stunServers: cfg.stun,
       endpointOverride: cfg.endpoint ? parseNatEndpoint(cfg.endpoint) : null,
@@ -212,10 +266,17 @@ export class Daemon implements IpcDaemonApi {
     host.on('refused', (r) => this.log.debug({ reason: r.reason, src: r.src.toString(), port: r.dstPort }, 'admission: refused'));
 
     // Trust
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
     const verifier = new HandshakeVerifier({ selfNode: () => this.nodeId, publicKeyOf: (n) => this.peers.publicKey(n) });
     this.handshakes = new HandshakeLogic({
       selfNode: () => this.nodeId,
-      signer: { sign: (m) => this.identity.sign(Buffer.from(m)), publicKeyB64: this.identity.publicKeyB64 },
+      signer: {
+        sign: (m) => this.identity.sign(Buffer.from(m)),
+        get publicKeyB64() {
+          return self.identity.publicKeyB64;
+        },
+      },
       store: this.trustStore,
       verifier,
       logger: this.log.child({ c: 'trust' }),
@@ -269,6 +330,7 @@ export class Daemon implements IpcDaemonApi {
     if (this.closed || this.closing) return;
     this.closing = true;
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
+    this.netOps?.close();
     await this.ipc?.close().catch(() => undefined);
     if (opts.deregister !== false && this.nodeId && this.registry) {
       await withTimeout(this.registry.deregister(this.auth()), 2000).catch((err: Error) => this.log.warn({ err: err.message }, 'deregister failed'));
@@ -356,8 +418,9 @@ export class Daemon implements IpcDaemonApi {
   private async heartbeat(): Promise<void> {
     try {
       // A heartbeat not answered within one interval counts as failed (the client would wait 10 s).
-      await withTimeout(this.registry.heartbeat(this.auth()), Math.max(1000, this.config.keepaliveMs));
+      const reply = await withTimeout(this.registry.heartbeat(this.auth()), Math.max(1000, this.config.keepaliveMs));
       this.counters.heartbeats++;
+      this.netOps.onHeartbeat(reply);
       const recovered = this.heartbeatFailures > 0;
       this.heartbeatFailures = 0;
       // The registry was unreachable: it may have restarted from an older state or lost our endpoint,
@@ -369,6 +432,8 @@ export class Daemon implements IpcDaemonApi {
       this.counters.heartbeatFailures++;
       this.heartbeatFailures++;
       const code = (err as { code?: string }).code;
+      // An expired key: reported once (log + event); re-registering would be refused the same way.
+      if (this.netOps.onRegistryError(err)) return;
       this.log.warn({ err: (err as Error).message, failures: this.heartbeatFailures }, 'heartbeat failed');
       // An unknown node (registry lost state) or 3 consecutive failures → re-register (v1 §1.12).
       if (code === 'not_found' || code === 'unauthorized' || this.heartbeatFailures >= 3) await this.reregister();
@@ -388,7 +453,7 @@ export class Daemon implements IpcDaemonApi {
   }
 
   private subscribe(): void {
-    this.subscription = this.registry.subscribe(this.auth(), (e) => void this.onPush(e), {
+    this.subscription = this.registry.subscribe(this.liveAuth, (e) => void this.onPush(e), {
       onSubscribed: () => void this.pollHandshakes().catch(() => undefined),
       onError: (err) => {
         this.log.debug({ err: err.message }, 'push subscription error');
@@ -434,11 +499,23 @@ export class Daemon implements IpcDaemonApi {
             if (member) await this.fetchPolicy(e.network_id);
           } else this.peers.noteMembership(e.node_id, e.network_id, member);
           this.recheckSessions(e.action === 'delete' || e.node_id === this.nodeId ? undefined : e.node_id);
+          this.netOps.onPush(e, this.nodeId);
           break;
         }
         case 'network_policy':
           this.policies.set(e.network_id, [...e.allowed_ports]);
           this.recheckSessions();
+          break;
+        case 'key_rotated':
+          // A peer's key changed: forget its cached key and drop the tunnel context authenticated under
+          // the old one, so the next exchange is verified against the new key.
+          if (e.node_id !== this.nodeId) this.rekeyPeer(e.node_id);
+          this.netOps.onPush(e, this.nodeId);
+          break;
+        case 'network_role':
+        case 'network_invite':
+        case 'member_tags':
+          this.netOps.onPush(e, this.nodeId);
           break;
         default:
           break;
@@ -456,7 +533,9 @@ export class Daemon implements IpcDaemonApi {
       await Promise.all([...this.myNetworks].map((n) => this.fetchPolicy(n)));
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'membership refresh failed');
+      return;
     }
+    await this.netOps.rejoinMissing(this.myNetworks).catch((err: Error) => this.log.warn({ err: err.message }, 're-joining kept networks failed'));
   }
 
   private async fetchPolicy(net: number): Promise<void> {
@@ -476,6 +555,36 @@ export class Daemon implements IpcDaemonApi {
     this.counters.revocationsApplied++;
     if (this.transport?.started) this.host.closePeer(peer, reason);
     this.peers.forget(peer);
+  }
+
+  /** A peer rotated its key: re-key its tunnel (sessions stay; their packets wait for the new context). */
+  private rekeyPeer(peer: number): void {
+    this.peers.invalidate(peer);
+    if (!this.transport?.started) return;
+    const live = this.host.connectionList().some((c) => c.remote.node === peer && !c.isTimeWaitOrClosed);
+    this.transport.tunnel.removePeer(peer);
+    if (live) void this.peers.ensurePath(peer).catch((err: Error) => this.log.debug({ peer, err: err.message }, 're-key after peer rotation failed'));
+  }
+
+  /** Our key was rotated (node ID kept): sign with the new key everywhere and re-key every tunnel. */
+  private useIdentity(next: Identity): void {
+    this.identity = next;
+    if (this.transport) this.transport.tunnel.setIdentity(next);
+  }
+
+  /** Enterprise/key events: an IPC `network` event and a webhook (`network.*`, `key.*`, `identity.*`). */
+  private networkEvent(kind: string, data: Record<string, IpcValue | undefined>): void {
+    const hook = kind.startsWith('key_')
+      ? `key.${kind.slice(4)}`
+      : kind === 'peer_key_rotated'
+        ? 'key.peer_rotated'
+        : ['token_renewed', 'token_renew_failed', 'rejoined', 'rejoin_failed'].includes(kind)
+          ? `identity.${kind}`
+          : `network.${kind}`;
+    const clean: Record<string, IpcValue> = {};
+    for (const [k, v] of Object.entries(data)) if (v !== undefined) clean[k] = v;
+    this.webhook.emit(hook, clean);
+    this.ipc?.broadcast(ipcEvent('network', { ...clean, kind }));
   }
 
   /** Re-run admission over live sessions after a membership/policy change; close the ones now refused. */
@@ -744,50 +853,12 @@ export class Daemon implements IpcDaemonApi {
 
   async network(op: string, a: IpcMap): Promise<IpcMap> {
     this.assertRunning();
-    const auth = this.auth();
-    const id = (): number => {
-      const v = a.network_id ?? a.id;
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 0xffff) throw new PilotError('bad_value', 'network_id must be 1..65535');
-      return v;
-    };
-    let r: unknown;
-    switch (op) {
-      case 'list':
-        r = await this.registry.listNetworks();
-        break;
-      case 'create': {
-        if (typeof a.name !== 'string') throw new PilotError('bad_value', 'name is required');
-        const adminToken = typeof a.admin_token === 'string' ? a.admin_token : process.env.PILOT_ADMIN_TOKEN ?? '';
-        r = await this.registry.createNetwork(adminToken, {
-          name: a.name,
-          joinRule: (typeof a.join_rule === 'string' ? a.join_rule : 'open') as never,
-          ...(typeof a.token === 'string' ? { token: a.token } : {}),
-          nodeId: this.nodeId,
-          ...(Array.isArray(a.allowed_ports) ? { allowedPorts: a.allowed_ports as number[] } : {}),
-        });
-        break;
-      }
-      case 'join':
-        r = await this.registry.joinNetwork(auth, id(), typeof a.token === 'string' ? a.token : undefined);
-        this.myNetworks.add(id());
-        await this.fetchPolicy(id());
-        break;
-      case 'leave':
-        r = await this.registry.leaveNetwork(auth, id());
-        this.myNetworks.delete(id());
-        this.recheckSessions();
-        break;
-      case 'members':
-        r = await this.registry.listNodes(id(), auth);
-        break;
-      case 'policy':
-        r = await this.registry.getNetworkPolicy(id(), auth);
-        break;
-      default:
-        throw new PilotError('unknown_op', `unknown op "network_${op.slice(0, 40)}"`);
-    }
-    const { type: _t, ...rest } = r as Record<string, unknown>;
-    return rest as IpcMap;
+    return this.netOps.network(op, a);
+  }
+
+  async key(op: string, a: IpcMap): Promise<IpcMap> {
+    this.assertRunning();
+    return this.netOps.key(op, a);
   }
 
   stats(): IpcMap {
@@ -804,6 +875,7 @@ export class Daemon implements IpcDaemonApi {
       nat: { ...this.nat.stats(), reflexive: this.reflexive ? `${this.reflexive.host}:${this.reflexive.port}` : '' },
       webhook: { ...this.webhook.stats },
       handshake: { ...this.handshakes.stats },
+      network: { ...this.netOps.stats },
     };
   }
 

@@ -46,6 +46,7 @@ import {
   type IpcValue,
   type JsonObject,
 } from './ipc/protocol.js';
+import { NetworkOpError } from './ipc/network-ops.js';
 import { taskOp, TASK_OP_PREFIX, type TaskOpsDaemon } from './ipc/task-ops.js';
 
 /** What the IPC server needs from the daemon (`services` feeds the task_* ops, daemon/ipc/task-ops.ts). */
@@ -66,6 +67,8 @@ export interface IpcDaemonApi extends TaskOpsDaemon {
   registryCommand(op: 'resolve_hostname' | 'set_hostname' | 'set_visibility' | 'deregister' | 'set_tags' | 'set_task_exec', arg: unknown): Promise<JsonObject>;
   setWebhook(url: string): JsonObject;
   network(op: string, args: IpcMap): Promise<IpcMap>;
+  /** `key_*` ops (info, rotate, expiry); optional so minimal daemons/test doubles need not implement it. */
+  key?(op: string, args: IpcMap): Promise<IpcMap>;
   ping(addr: Addr, size: number): Promise<number>;
   stats(): IpcMap;
 }
@@ -534,6 +537,7 @@ class IpcClient {
         return this.d.stats();
       default:
         if (op.startsWith('network_')) return this.d.network(op.slice('network_'.length), a);
+        if (op.startsWith('key_') && this.d.key) return this.d.key(op.slice('key_'.length), a);
         if (op.startsWith(TASK_OP_PREFIX)) return taskOp(this.d, op, a);
         throw new PilotError('unknown_op', `unknown op "${op.slice(0, 64)}"`);
     }
@@ -812,6 +816,8 @@ function ipcErrorOf(err: unknown): { code: string; message: string; hint?: strin
   const message = errMessage(err);
   const raw = (err as { code?: unknown })?.code;
   const c = typeof raw === 'string' ? raw : '';
+  // Network/key ops already carry the registry's stable code and a hint (daemon/ipc/network-ops.ts).
+  if (err instanceof NetworkOpError) return { code: c, message, ...(err.hint ? { hint: err.hint } : {}) };
   switch (c) {
     case 'bad_value':
     case 'bad_address':

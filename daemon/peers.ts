@@ -187,6 +187,11 @@ export class PeerManager {
     }
   };
 
+  /** Drop the cached record only (the peer's key changed: the next look-up fetches the new one). */
+  invalidate(node: number): void {
+    this.records.delete(node);
+  }
+
   /** Forget the record and the tunnel context (trust revoked). */
   forget(node: number): void {
     this.records.delete(node);

@@ -48,6 +48,10 @@ export interface RegistryConfig {
   /** with verifyWorkers 0: verify on the libuv thread pool instead of the event loop */
   verifyAsync: boolean;
   keyCacheSize: number;
+  /** identity join rules may fetch from private/loopback addresses (on-premises IdPs, tests) */
+  identityAllowPrivateUrls: boolean;
+  /** identity join rules may fetch over plain http:// (tests only) */
+  identityAllowHttp: boolean;
 }
 
 export const DEFAULT_CONFIG: RegistryConfig = {
@@ -80,6 +84,8 @@ export const DEFAULT_CONFIG: RegistryConfig = {
   verifyWorkers: Math.max(1, Math.min(4, availableParallelism())),
   verifyAsync: true,
   keyCacheSize: 16_384,
+  identityAllowPrivateUrls: false,
+  identityAllowHttp: false,
 };
 
 export class ConfigError extends PilotError {}
@@ -114,6 +120,8 @@ const KEYS: Record<Exclude<keyof RegistryConfig, 'rateLimits'>, Kind> = {
   verifyWorkers: 'number',
   verifyAsync: 'boolean',
   keyCacheSize: 'number',
+  identityAllowPrivateUrls: 'boolean',
+  identityAllowHttp: 'boolean',
 };
 
 /** v1 / alternative key names (after lower-casing and `-` → `_`). */
@@ -234,6 +242,8 @@ const ENV_KEYS: ReadonlyArray<keyof typeof KEYS> = [
   'legacySignatures',
   'storeSync',
   'logLevel',
+  'identityAllowPrivateUrls',
+  'identityAllowHttp',
 ];
 
 /** `PILOT_<KEY>` variables, e.g. PILOT_ADMIN_TOKEN, PILOT_DATA_DIR, PILOT_LEGACY_SIGNATURES=1. */

@@ -191,6 +191,8 @@ interface ServeFlags {
   tlsKey?: string;
   legacySignatures?: boolean;
   legacyBeacon?: boolean;
+  identityAllowPrivateUrls?: boolean;
+  identityAllowHttp?: boolean;
   config?: string;
   storeSync?: 'full' | 'normal';
   logLevel?: RegistryConfig['logLevel'];
@@ -212,6 +214,8 @@ function addServeOptions(cmd: Command): Command {
     .option('--tls-key <file>', 'PEM private key (implies --tls)')
     .option('--legacy-signatures', 'also accept bare v1 signature challenges (no ts; replayable)')
     .option('--legacy-beacon', 'let the beacon accept unsigned v1 discover messages')
+    .option('--identity-allow-private-urls', 'identity join rules may fetch IdP/JWKS/bundle/webhook URLs on private or loopback addresses (on-premises IdPs)')
+    .option('--identity-allow-http', 'identity join rules may fetch over plain http:// (tests only)')
     .option('--config <file>', 'JSON config file (v1 keys accepted)')
     .addOption(new Option('--store-sync <mode>', 'SQLite sync: full (survives power loss) or normal (survives crashes)').choices(['full', 'normal']))
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']));
@@ -230,6 +234,8 @@ function flagsToConfig(f: ServeFlags): PartialConfig {
   if (f.tlsKey !== undefined) c.tlsKey = f.tlsKey;
   if (f.legacySignatures) c.legacySignatures = true;
   if (f.legacyBeacon) c.legacyBeacon = true;
+  if (f.identityAllowPrivateUrls) c.identityAllowPrivateUrls = true;
+  if (f.identityAllowHttp) c.identityAllowHttp = true;
   if (f.storeSync !== undefined) c.storeSync = f.storeSync;
   if (f.logLevel !== undefined) c.logLevel = f.logLevel;
   return c;
@@ -300,7 +306,11 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv, out: (s: string
 async function serve(config: RegistryConfig, warnings: string[]): Promise<void> {
   const log = pino({ level: config.logLevel, base: { name: 'pilot-registry', pid: process.pid } }, pino.destination(2));
   for (const w of warnings) log.warn(w);
-  const server = new RegistryServer({ config, logger: log });
+  const server = new RegistryServer({
+    config,
+    logger: log,
+    enterprise: { identity: { allowPrivateUrls: config.identityAllowPrivateUrls, allowHttp: config.identityAllowHttp } },
+  });
   let beacon: BeaconHandle | null = null;
   let stopping = false;
   const stop = async (code: number): Promise<void> => {

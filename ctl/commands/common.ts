@@ -11,7 +11,26 @@ import { PilotSdkError } from '../sdk/errors.js';
 
 /** The v1 CLI error codes (wire reference §2). */
 export const CliCodes = ['invalid_argument', 'not_found', 'already_exists', 'not_running', 'connection_failed', 'timeout', 'internal', 'unavailable'] as const;
-export type CliCode = (typeof CliCodes)[number];
+/**
+ * Registry codes of enterprise networks, identity joins and the key lifecycle (registry/ENTERPRISE.md), and
+ * the daemon's proof-source codes: passed through as they are, so scripts can tell them apart.
+ */
+export const EnterpriseCodes = [
+  'enterprise_required',
+  'identity_refused',
+  'forbidden',
+  'key_expired',
+  'conflict',
+  'limit_reached',
+  'unauthorized',
+  'bad_signature',
+  'proof_source_unreadable',
+  'token_command_failed',
+  'cert_key_mismatch',
+  'bad_certificate',
+  'bad_key',
+] as const;
+export type CliCode = (typeof CliCodes)[number] | (typeof EnterpriseCodes)[number];
 
 export class CliError extends PilotSdkError {}
 
@@ -24,10 +43,26 @@ const HINTS: Record<CliCode, string> = {
   timeout: 'the peer did not answer in time: check it is running and trusted, or raise --timeout',
   internal: 'see the daemon log (pilot.log in the data directory)',
   unavailable: 'the daemon or registry cannot do this now: check pilotctl daemon status and the registry',
+  enterprise_required: 'an enterprise feature: turn it on with pilotctl network enterprise <net> on (owner), or create the network with --enterprise',
+  identity_refused: "the network's identity rule refused the proof; \"reason\" says why",
+  forbidden: 'your role does not allow this: pilotctl network members <net> shows roles',
+  key_expired: "this node's key has expired: a registry admin clears the expiry, then pilotctl key rotate",
+  conflict: 'already so, or changed meanwhile: check the current state and retry',
+  limit_reached: 'a limit is reached (max_members, invite inbox)',
+  unauthorized: 'the admin token is wrong or missing (--admin-token or $PILOT_ADMIN_TOKEN)',
+  bad_signature: "the registry refused this node's signature: check the system clock",
+  proof_source_unreadable: 'the daemon reads proof files itself: check the path and its permissions',
+  token_command_failed: 'run the token command by hand: it must print the token on stdout',
+  cert_key_mismatch: 'give the private key that belongs to the certificate',
+  bad_certificate: 'give a PEM certificate chain, leaf first',
+  bad_key: 'give a PEM private key (Ed25519, ECDSA or RSA)',
 };
 
-/** Map any error (SDK, daemon, ours) to a v1 CLI code; the original code is kept as `detail`. */
-export function toCliError(err: unknown): { code: CliCode; message: string; hint: string; detail?: string } {
+/**
+ * Map any error (SDK, daemon, ours) to a v1 CLI code (the original code is kept as `detail`), or keep an
+ * enterprise code as it is; `identity_refused` also gets its `reason` (`[token_audience_mismatch] …`).
+ */
+export function toCliError(err: unknown): { code: CliCode; message: string; hint: string; detail?: string; reason?: string } {
   const raw = typeof (err as { code?: unknown })?.code === 'string' ? ((err as { code: string }).code) : '';
   const message = err instanceof Error ? err.message : String(err);
   const given = (err as { hint?: unknown })?.hint;
@@ -76,10 +111,12 @@ export function toCliError(err: unknown): { code: CliCode; message: string; hint
       code = 'unavailable';
       break;
     default:
-      code = raw.startsWith('commander.') ? 'invalid_argument' : 'internal';
+      if ((EnterpriseCodes as readonly string[]).includes(raw)) code = raw as CliCode;
+      else code = raw.startsWith('commander.') ? 'invalid_argument' : 'internal';
   }
   const hint = typeof given === 'string' && given !== '' ? given : HINTS[code];
-  return { code, message, hint, ...(raw && raw !== code ? { detail: raw } : {}) };
+  const reason = code === 'identity_refused' ? /\[([a-z0-9_]+)\]/.exec(message)?.[1] : undefined;
+  return { code, message, hint, ...(raw && raw !== code ? { detail: raw } : {}), ...(reason ? { reason } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -153,8 +190,9 @@ export class Ctx {
     if (this.json) {
       const env: Record<string, string> = { status: 'error', code: e.code, message: e.message, hint: e.hint };
       if (e.detail) env.detail = e.detail;
+      if (e.reason) env.reason = e.reason;
       process.stdout.write(`${JSON.stringify(env)}\n`);
-    } else process.stderr.write(`error: ${e.message}\n  hint: ${e.hint}\n`);
+    } else process.stderr.write(`error: ${e.message}\n${e.reason ? `  reason: ${e.reason}\n` : ''}  hint: ${e.hint}\n`);
     process.exitCode = 1;
   }
 

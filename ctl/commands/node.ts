@@ -1,4 +1,4 @@
-/** Node, registry-facing, trust and network commands (wire reference §2). */
+/** Node, registry-facing and trust commands (wire reference §2); networks and keys are in network.ts. */
 import type { Command } from 'commander';
 import { action, CliError, formatHuman, parseIntArg, table, type Ctx } from './common.js';
 
@@ -145,57 +145,6 @@ export function registerNodeCommands(program: Command): void {
       action(async (ctx: Ctx) => {
         const trusted = await (await ctx.pilot()).trusted();
         ctx.ok({ trusted }, () => table(trusted as Row[]));
-      }),
-    );
-
-  // ----- networks ------------------------------------------------------------------------------
-  const net = program.command('network').description('create, join, leave and list networks');
-  net
-    .command('list')
-    .description('list networks')
-    .action(action(async (ctx: Ctx) => ctx.ok(await (await ctx.pilot()).network.list())));
-  net
-    .command('create <name>')
-    .description('create a network (needs the registry admin token)')
-    .option('--join-rule <rule>', 'open | token | invite', 'open')
-    .option('--token <t>', 'join token (join rule "token")')
-    .option('--admin-token <t>', 'registry admin token (default $PILOT_ADMIN_TOKEN)')
-    .option('--ports <list>', 'allowed ports, comma separated')
-    .action(
-      action(async (ctx: Ctx, name: string, o: { joinRule: string; token?: string; adminToken?: string; ports?: string }) => {
-        const allowedPorts = o.ports ? o.ports.split(',').map((p) => parseIntArg(p, 'port', 1, 65535)) : undefined;
-        const r = await (await ctx.pilot()).network.create(name, {
-          joinRule: o.joinRule,
-          ...(o.token ? { token: o.token } : {}),
-          ...(o.adminToken ?? process.env.PILOT_ADMIN_TOKEN ? { adminToken: o.adminToken ?? process.env.PILOT_ADMIN_TOKEN! } : {}),
-          ...(allowedPorts ? { allowedPorts } : {}),
-        });
-        ctx.ok(r);
-      }),
-    );
-  net
-    .command('join <network_id>')
-    .description('join a network')
-    .option('--token <t>', 'join token')
-    .action(
-      action(async (ctx: Ctx, id: string, o: { token?: string }) => {
-        ctx.ok(await (await ctx.pilot()).network.join(parseIntArg(id, 'network_id', 1, 65535), o.token), `joined network ${id}`);
-      }),
-    );
-  net
-    .command('leave <network_id>')
-    .description('leave a network')
-    .action(
-      action(async (ctx: Ctx, id: string) => {
-        ctx.ok(await (await ctx.pilot()).network.leave(parseIntArg(id, 'network_id', 1, 65535)), `left network ${id}`);
-      }),
-    );
-  net
-    .command('members <network_id>')
-    .description('list the members of a network')
-    .action(
-      action(async (ctx: Ctx, id: string) => {
-        ctx.ok(await (await ctx.pilot()).network.members(parseIntArg(id, 'network_id', 1, 65535)));
       }),
     );
 }

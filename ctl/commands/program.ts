@@ -1,6 +1,7 @@
 /** The pilotctl command tree (built without side effects so tests can inspect it). */
 import { Command } from 'commander';
 import { registerCommCommands } from './comm.js';
+import { registerNetworkCommands } from './network.js';
 import { registerNodeCommands } from './node.js';
 import { registerSetupCommands } from './setup.js';
 
@@ -13,6 +14,7 @@ export function buildProgram(): Command {
     .enablePositionalOptions(false);
   registerSetupCommands(program);
   registerNodeCommands(program);
+  registerNetworkCommands(program);
   registerCommCommands(program);
   return program;
 }

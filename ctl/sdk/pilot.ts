@@ -22,6 +22,7 @@ import {
 } from '../../daemon/ipc/protocol.js';
 import { PilotConnection } from './connection.js';
 import { PilotDatagramSocket } from './datagram.js';
+import { PilotKeys, PilotNetworks } from './networks.js';
 import { PilotSdkError } from './errors.js';
 import { IpcClient } from './ipc-client.js';
 import { PilotServer } from './server.js';
@@ -97,6 +98,7 @@ export class Pilot extends EventEmitter {
     }
     ipc.on('event', (ev: IpcEventBody) => {
       if (ev.event === 'trust') this.emit('trust', ev as unknown as TrustEvent);
+      else if (ev.event === 'network') this.emit('network', ev);
       else this.emit('event', ev);
     });
     ipc.on('close', (err: PilotSdkError) => this.emit('close', err.code === 'closed' ? undefined : err));
@@ -246,20 +248,10 @@ export class Pilot extends EventEmitter {
 
   // ----- networks --------------------------------------------------------------------------------
 
-  readonly network = {
-    list: (): Promise<Result> => this.request('network_list'),
-    create: (name: string, opts: { joinRule?: string; token?: string; adminToken?: string; allowedPorts?: number[] } = {}): Promise<Result> =>
-      this.request('network_create', {
-        name,
-        ...(opts.joinRule ? { join_rule: opts.joinRule } : {}),
-        ...(opts.token ? { token: opts.token } : {}),
-        ...(opts.adminToken ? { admin_token: opts.adminToken } : {}),
-        ...(opts.allowedPorts ? { allowed_ports: opts.allowedPorts } : {}),
-      }),
-    join: (networkId: number, token?: string): Promise<Result> => this.request('network_join', { network_id: networkId, ...(token ? { token } : {}) }),
-    leave: (networkId: number): Promise<Result> => this.request('network_leave', { network_id: networkId }),
-    members: (networkId: number): Promise<Result> => this.request('network_members', { network_id: networkId }),
-  };
+  /** Networks, enterprise administration and identity joins (ctl/sdk/networks.ts). */
+  readonly network: PilotNetworks = new PilotNetworks((op, a) => this.request(op, a));
+  /** The node's key lifecycle: info, rotate, setExpiry. */
+  readonly key: PilotKeys = new PilotKeys((op, a) => this.request(op, a));
 
   // ----- tasks (port 1003) -----------------------------------------------------------------------
 

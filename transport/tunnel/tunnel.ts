@@ -308,12 +308,12 @@ const MIN_PACKET_LEN = 34;
 const SRC_NODE_OFFSET = 6;
 
 export class Tunnel extends EventEmitter<TunnelEvents> {
-  private readonly opts: TunnelOptions;
+  private opts: TunnelOptions;
   private readonly limits: TunnelLimits;
   private readonly clock: TunnelClock;
   private readonly random: (n: number) => Buffer;
   private readonly log: Logger;
-  private readonly x25519: X25519KeyPair;
+  private x25519: X25519KeyPair;
   private readonly peerMap = new Map<number, Peer>();
   private readonly pending = new Map<number, PendingLookup>();
   private readonly kxPerSource: KeyedTokenBuckets;
@@ -369,6 +369,26 @@ export class Tunnel extends EventEmitter<TunnelEvents> {
     for (const peer of this.peerMap.values()) {
       if (changed) peer.ctx = null;
       if (!peer.ctx) this.sendExchange(peer);
+    }
+  }
+
+  /**
+   * Our Ed25519 identity changed (key rotation; the node ID stays). Sign a fresh exchange over a new
+   * X25519 key and re-key every peer: the new X25519 key makes peers build a new context and answer
+   * (an exchange with the old X25519 key would be kept as a duplicate), and contexts authenticated
+   * under the old identity end. Packets sent meanwhile wait in the per-peer queue as in any exchange.
+   */
+  setIdentity(identity: Identity, x25519: X25519KeyPair = X25519KeyPair.generate()): void {
+    this.assertOpen();
+    this.opts = { ...this.opts, identity };
+    this.x25519 = x25519;
+    if (this.localNode === undefined) return;
+    const node = this.localNode;
+    this.ourExchange = encodeAuthKeyExchange(node, x25519.publicKey, identity.publicKey, identity.sign(authSignedMessage(node, x25519.publicKey)));
+    for (const peer of this.peerMap.values()) {
+      peer.ctx = null;
+      peer.info = null;
+      this.sendExchange(peer);
     }
   }
 
