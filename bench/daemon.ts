@@ -12,7 +12,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Pilot, bench, serveDiscard } from '../ctl/index.js';
 import { fmt, printTable, writeResults, type BenchResult } from './lib/results.js';
-import { measureStream } from './transport.js';
+import { runStream } from './transport.js';
 
 const dist = join(dirname(fileURLToPath(import.meta.url)), '..');
 const MiB = 1 << 20;
@@ -73,8 +73,11 @@ try {
   for (let i = 0; i < 100 && !(await a.pilot.trusted()).some((t) => Number(t.node_id) === b.node); i++) await new Promise((r) => setTimeout(r, 100));
   const discard = await serveDiscard(b.pilot);
 
-  const transportOnly = await measureStream('pilot', 256 * MiB);
-  results.push({ id: 'daemon.transport_only_256', value: transportOnly, unit: 'MB/s', note: 'TransportNode to TransportNode, no daemon/IPC, same run' });
+  // The same work as the SDK bench (256 MiB one way, SHA-256 on both ends) without daemons and IPC.
+  const only = await runStream('pilot', 256 * MiB, { hash: true });
+  if (only.sentSha256 !== only.recvSha256) throw new Error('transport-only: hash mismatch');
+  const transportOnly = only.mbps;
+  results.push({ id: 'daemon.transport_only_256', value: transportOnly, unit: 'MB/s', note: 'TransportNode to TransportNode, SHA-256 verified, no daemon/IPC, same run' });
 
   for (const size of sizes) {
     for (const oneWay of [true, false]) {
