@@ -47,6 +47,7 @@ export interface RegistryConfig {
   verifyWorkers: number;
   /** with verifyWorkers 0: verify on the libuv thread pool instead of the event loop */
   verifyAsync: boolean;
+  /** with verifyWorkers 0: public keys kept imported (the workers take raw keys and need none) */
   keyCacheSize: number;
   /** identity join rules may fetch from private/loopback addresses (on-premises IdPs, tests) */
   identityAllowPrivateUrls: boolean;

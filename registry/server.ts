@@ -134,7 +134,6 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
       this.config.verifyWorkers > 0
         ? new VerifyPool({
             workers: this.config.verifyWorkers,
-            keyCacheSize: this.config.keyCacheSize,
             onError: (err) => this.log.error({ err: err.message }, 'signature worker failed; replaced'),
           })
         : new SignatureVerifier({ async: this.config.verifyAsync, keyCacheSize: this.config.keyCacheSize });

@@ -35,7 +35,7 @@ interface Slot {
 /**
  * Ed25519 verification on worker threads, in batches (SPEC §6 heavy signed traffic): jobs queued in one
  * event-loop turn go out as one message per worker, so the event loop spends a few µs per signature
- * instead of the ≈160 µs a verify costs on the reference machine. Bounded by `maxQueued` (excess is
+ * instead of the ≈100 µs a verify costs on the reference machine (libsodium, verify-worker.ts). Bounded by `maxQueued` (excess is
  * refused with `unavailable` rather than queued without limit). A crashed worker fails its batches
  * (as internal errors) and is replaced.
  */
@@ -47,12 +47,12 @@ export class VerifyPool implements Verifier {
   private closed = false;
   private queued = 0;
 
-  constructor(private readonly opts: { workers: number; keyCacheSize: number; maxBatch?: number; maxQueued?: number; onError?: (err: Error) => void }) {
+  constructor(private readonly opts: { workers: number; maxBatch?: number; maxQueued?: number; onError?: (err: Error) => void }) {
     for (let i = 0; i < Math.max(1, opts.workers); i++) this.slots.push(this.spawn());
   }
 
   private spawn(): Slot {
-    const worker = new Worker(new URL('./verify-worker.js', import.meta.url), { workerData: { keyCacheSize: this.opts.keyCacheSize } });
+    const worker = new Worker(new URL('./verify-worker.js', import.meta.url));
     worker.unref();
     const slot: Slot = { worker, outstanding: 0, batches: new Map() };
     worker.on('message', (m: { id: number; ok: Uint8Array }) => {
@@ -126,7 +126,7 @@ export class VerifyPool implements Verifier {
 
   /**
    * Send jobs to one worker in batches of at most `maxBatch`: a batch resolves as a whole, so its size
-   * bounds the latency it adds (32 × ≈ 160 µs ≈ 5 ms) while still amortising the message overhead.
+   * bounds the latency it adds (32 × ≈ 100 µs ≈ 3 ms) while still amortising the message overhead.
    */
   private dispatch(slot: Slot, jobs: Job[]): void {
     const max = this.opts.maxBatch ?? 32;

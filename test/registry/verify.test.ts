@@ -4,7 +4,7 @@ import { SignatureVerifier } from '../../registry/auth.js';
 import { VerifyPool } from '../../registry/verify-pool.js';
 
 t.test('worker pool verifies batches correctly (valid, wrong key, wrong message, garbage key)', async (t) => {
-  const pool = new VerifyPool({ workers: 2, keyCacheSize: 4 });
+  const pool = new VerifyPool({ workers: 2 });
   t.teardown(() => pool.close());
   const ids = Array.from({ length: 6 }, () => Identity.generate());
   const jobs: Array<Promise<boolean>> = [];
@@ -28,7 +28,7 @@ t.test('worker pool verifies batches correctly (valid, wrong key, wrong message,
 
 t.test('pool is bounded and survives a crashed worker', async (t) => {
   const errors: Error[] = [];
-  const pool = new VerifyPool({ workers: 1, keyCacheSize: 16, maxQueued: 3, onError: (e) => errors.push(e) });
+  const pool = new VerifyPool({ workers: 1, maxQueued: 3, onError: (e) => errors.push(e) });
   t.teardown(() => pool.close());
   const id = Identity.generate();
   const sig = id.sign('m');
