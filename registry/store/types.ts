@@ -168,7 +168,7 @@ export type Mutation =
   | { kind: 'net_ext_delete'; networkId: number }
   | { kind: 'member_ext'; row: MemberExtRow }
   | { kind: 'member_ext_delete'; networkId: number; nodeId: number }
-  /** networkId omitted: every member role row of that network */
+  /** every member role row of that network */
   | { kind: 'member_ext_clear'; networkId: number }
   | { kind: 'preassign'; row: PreassignRow }
   | { kind: 'preassign_delete'; networkId: number; externalId: string }

@@ -8,20 +8,11 @@
 import t from 'tap';
 import type { ServerResponse } from 'node:http';
 import { RegistryClient } from '../../registry/client.js';
-import { ADMIN, registerNode, startRegistry, TestClock } from './helpers.js';
+import { ADMIN, failure, registerNode, startRegistry, TestClock } from './helpers.js';
 import { startOidcProvider } from '../identity/fixtures/oidc.js';
 import { startHttpServer } from '../identity/fixtures/http.js';
 import { chainPem, issue, makeRoot, signPop } from '../identity/fixtures/pki.js';
 
-async function failure(p: Promise<unknown>): Promise<{ code: string; message: string }> {
-  try {
-    await p;
-    return { code: 'ok', message: '' };
-  } catch (err) {
-    const e = err as { code?: string; message: string };
-    return { code: e.code ?? 'unknown', message: e.message };
-  }
-}
 
 const AUD = 'urn:pilot:network:corp';
 

@@ -13,16 +13,8 @@ import { Identity } from '../../transport/identity.js';
 import { RegistryClient } from '../../registry/client.js';
 import { challenges } from '../../registry/protocol/challenges.js';
 import { RegistryServer } from '../../registry/server.js';
-import { ADMIN, NO_LIMITS, RawConn, registerNode, startRegistry, TestClock } from './helpers.js';
+import { ADMIN, code, NO_LIMITS, RawConn, registerNode, startRegistry, TestClock } from './helpers.js';
 
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    return (err as { code?: string }).code ?? String(err);
-  }
-}
 
 t.test('rotation: the old key signs a statement naming the new key; concurrent rotations are detected', async (t) => {
   const clock = new TestClock(Date.now());

@@ -4,21 +4,12 @@
  * refused with their reason and change nothing.
  */
 import t from 'tap';
-import { ADMIN, registerNode, startRegistry, type TestNode } from './helpers.js';
+import { ADMIN, failure, registerNode, startRegistry, type TestNode } from './helpers.js';
 import { LDAPADD_BIN, SLAPD_BIN, sampleLdif, startSlapd, type SlapdHandle } from '../identity/fixtures/slapd.js';
 import { chainPem, issue, makeRoot, selfSigned, signPop, type Issued } from '../identity/fixtures/pki.js';
 
 const BASE = 'dc=example,dc=org';
 
-async function failure(p: Promise<unknown>): Promise<{ code: string; message: string }> {
-  try {
-    await p;
-    return { code: 'ok', message: '' };
-  } catch (err) {
-    const e = err as { code?: string; message: string };
-    return { code: e.code ?? 'unknown', message: e.message };
-  }
-}
 
 t.test('LDAP bind join with group check (slapd)', { skip: !SLAPD_BIN || !LDAPADD_BIN ? 'slapd/ldapadd not installed' : false }, async (t) => {
   const slapd = (await startSlapd(t)) as SlapdHandle;

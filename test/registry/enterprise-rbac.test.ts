@@ -9,16 +9,8 @@ import { Identity } from '../../transport/identity.js';
 import type { RegistryClient, NodeAuth } from '../../registry/client.js';
 import { challenges } from '../../registry/protocol/challenges.js';
 import type { PushEvent } from '../../registry/protocol/messages.js';
-import { ADMIN, RawConn, registerNode, startRegistry, TestClock, type TestNode } from './helpers.js';
+import { ADMIN, code, RawConn, registerNode, startRegistry, TestClock, type TestNode } from './helpers.js';
 
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    return (err as { code?: string }).code ?? String(err);
-  }
-}
 
 async function enterpriseNet(client: RegistryClient, owner: TestNode, name: string, extra: Record<string, unknown> = {}): Promise<number> {
   const r = await client.createNetwork(ADMIN, { name, joinRule: 'open', nodeId: owner.nodeId, enterprise: true, ...extra });

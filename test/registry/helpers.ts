@@ -161,3 +161,19 @@ export async function waitFor(cond: () => boolean, ms = 15_000, what = 'conditio
     await sleep(10);
   }
 }
+
+/** What a promise settles with: `ok`, or the rejection's code (its text if it has none) and message. */
+export async function failure(p: Promise<unknown>): Promise<{ code: string; message: string }> {
+  try {
+    await p;
+    return { code: 'ok', message: '' };
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    return { code: e.code ?? String(err), message: e.message ?? String(err) };
+  }
+}
+
+/** The code a promise rejects with, or `ok`. */
+export async function code(p: Promise<unknown>): Promise<string> {
+  return (await failure(p)).code;
+}
