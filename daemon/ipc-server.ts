@@ -816,8 +816,8 @@ function ipcErrorOf(err: unknown): { code: string; message: string; hint?: strin
   const message = errMessage(err);
   const raw = (err as { code?: unknown })?.code;
   const c = typeof raw === 'string' ? raw : '';
-  // Network/key ops already carry the registry's stable code and a hint (daemon/ipc/network-ops.ts).
-  if (err instanceof NetworkOpError) return { code: c, message, ...(err.hint ? { hint: err.hint } : {}) };
+  // Network/key ops already carry the registry's stable code (daemon/ipc/network-ops.ts); toIpcError adds the hint.
+  if (err instanceof NetworkOpError) return { code: c, message };
   switch (c) {
     case 'bad_value':
     case 'bad_address':

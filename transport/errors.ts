@@ -1,13 +1,16 @@
 /**
  * Base class for every error this project raises on purpose. `code` is stable and machine-readable;
- * the message is for humans. Subclasses exist per concern so callers can `instanceof` them.
+ * the message is for humans; `hint`, where one helps, says what to do about it (IPC replies and
+ * pilotctl show it). Subclasses exist per concern so callers can `instanceof` them.
  */
 export class PilotError extends Error {
   readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  readonly hint: string | undefined;
+  constructor(code: string, message: string, options?: { cause?: unknown; hint?: string | undefined }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     this.code = code;
+    this.hint = options?.hint;
   }
 }
 

@@ -7,13 +7,7 @@
  */
 import { PilotError } from '../../transport/errors.js';
 
-export class PilotSdkError extends PilotError {
-  readonly hint: string | undefined;
-  constructor(code: string, message: string, options?: { cause?: unknown; hint?: string }) {
-    super(code, message, options?.cause === undefined ? undefined : { cause: options.cause });
-    this.hint = options?.hint;
-  }
-}
+export class PilotSdkError extends PilotError {}
 
 export const SdkErrorCodes = {
   NotRunning: 'not_running',

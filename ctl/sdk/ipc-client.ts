@@ -160,7 +160,7 @@ export class IpcClient extends EventEmitter {
     if (!p) return;
     this.pending.delete(id);
     if (body.ok) p.resolve(body);
-    else p.reject(new PilotSdkError(body.code, `${p.op}: ${body.message}`, body.hint === undefined ? {} : { hint: body.hint }));
+    else p.reject(new PilotSdkError(body.code, `${p.op}: ${body.message}`, { hint: body.hint }));
   }
 
   private onEvent(ev: IpcEventBody): void {

@@ -61,10 +61,8 @@ declare module './protocol.js' {
 
 /** An op failure with a stable code and a hint; the IPC server passes it through unchanged. */
 export class NetworkOpError extends PilotError {
-  readonly hint: string | undefined;
   constructor(code: string, message: string, hint?: string, options?: { cause?: unknown }) {
-    super(code, message, options);
-    this.hint = hint;
+    super(code, message, { ...options, hint });
   }
 }
 

@@ -50,10 +50,8 @@ const MAX_DESCRIPTION = 64 * 1024;
 const DEFAULT_SUBMIT_TIMEOUT_MS = 30_000;
 
 export class TaskOpError extends PilotError {
-  readonly hint: string | undefined;
   constructor(code: string, message: string, hint?: string) {
-    super(code, message);
-    this.hint = hint;
+    super(code, message, { hint });
   }
 }
 
@@ -166,7 +164,7 @@ function view(rec: TaskRecord): IpcMap {
 
 /** Give the service's state errors a hint that names the command to run next. */
 function withHint(err: unknown): unknown {
-  if (!(err instanceof PilotError) || err instanceof TaskOpError || (err as { hint?: unknown }).hint !== undefined) return err;
+  if (!(err instanceof PilotError) || err.hint !== undefined) return err;
   switch (err.code) {
     case 'not_found':
       return new TaskOpError('not_found', err.message, 'list the tasks: pilotctl task list');
