@@ -115,9 +115,9 @@ export class Daemon implements IpcDaemonApi {
     return new Addr(0, this.nodeId).toString();
   }
 
-  auth = (): NodeAuth => ({ identity: this.identity, nodeId: this.nodeId });
+  /** This node's registry credentials: live, so a key rotation (which swaps `identity`) applies everywhere at once. */
+  auth = (): NodeAuth => this.liveAuth;
 
-  /** Signs with whatever key is current (a key rotation swaps `identity` while the daemon runs). */
   private readonly liveAuth: NodeAuth = (() => {
     const self = this;
     return {
@@ -453,7 +453,7 @@ export class Daemon implements IpcDaemonApi {
   }
 
   private subscribe(): void {
-    this.subscription = this.registry.subscribe(this.liveAuth, (e) => void this.onPush(e), {
+    this.subscription = this.registry.subscribe(this.auth(), (e) => void this.onPush(e), {
       onSubscribed: () => void this.pollHandshakes().catch(() => undefined),
       onError: (err) => {
         this.log.debug({ err: err.message }, 'push subscription error');
