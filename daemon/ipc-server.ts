@@ -22,6 +22,7 @@ import { Addr } from '../transport/address.js';
 import { PilotError } from '../transport/errors.js';
 import type { Connection, Listener, DatagramSocket } from '../transport/host.js';
 import {
+  dataFrameHeader,
   decodeIpcMessage,
   encodeIpcMessage,
   errorResponse,
@@ -41,6 +42,7 @@ import {
   IPC_V1_ERROR_CODE,
   type HandshakeCommand,
   type HandshakeResult,
+  type IpcDataFrame,
   type IpcMap,
   type IpcMessage,
   type IpcValue,
@@ -188,6 +190,8 @@ class IpcClient {
   private dead = false;
   /** Has sent at least one extension request (v1 clients must not see 0x22 events). */
   extension = false;
+  /** Negotiated in `hello`: stream data moves as 0x23 Data frames both ways. */
+  private dataFrames = false;
   /** Commands accepted but not finished; past a bound we stop reading the socket (memory stays bounded). */
   private pendingV1 = 0;
   private pendingExt = 0;
@@ -215,9 +219,9 @@ class IpcClient {
   // ----- input ------------------------------------------------------------------------------------
 
   private onData(chunk: Buffer): void {
-    let frames: Buffer[];
+    let frames: Array<Buffer | IpcDataFrame>;
     try {
-      frames = this.decoder.push(chunk);
+      frames = this.decoder.pushSplittingData(chunk);
     } catch (err) {
       this.stats.protocolErrors++;
       this.log?.warn({ err: (err as Error).message }, 'ipc: framing violation, dropping client');
@@ -226,7 +230,8 @@ class IpcClient {
     }
     for (const f of frames) {
       if (this.dead) return;
-      this.onFrame(f);
+      if (Buffer.isBuffer(f)) this.onFrame(f);
+      else this.onDataFrame(f);
     }
   }
 
@@ -280,6 +285,44 @@ class IpcClient {
     } else if (!busy && this.readPaused && this.pendingV1 <= MAX_PENDING_V1 / 2 && this.pendingExt <= MAX_PENDING_EXT / 2) {
       this.readPaused = false;
       this.s.resume();
+    }
+  }
+
+  /** A client Data frame: a `send` without request id, acknowledged by a `sent` event. */
+  private onDataFrame(f: IpcDataFrame): void {
+    this.extension = true;
+    const b = this.bridges.get(f.conn);
+    if (!b || b.v1) {
+      this.write(event('error', { op: 'data', code: 'not_found', message: `connection ${f.conn} not found`, conn: f.conn }));
+      return;
+    }
+    this.pendingExt++;
+    this.flowControl();
+    this.queueSend(b, f.pieces, f.length)
+      .then(
+        () => this.write(event('sent', { conn: f.conn, bytes: f.length })),
+        (err: unknown) => this.write(event('error', { op: 'data', ...toIpcError(err), conn: f.conn })),
+      )
+      .finally(() => {
+        this.pendingExt--;
+        this.flowControl();
+      });
+  }
+
+  /** Hand bytes to a connection in arrival order; resolves once its send buffer took them (below its high-water mark). */
+  private async queueSend(b: Bridge, pieces: Buffer[], length: number): Promise<void> {
+    b.window.admit(length);
+    const done = b.sendChain.then(async () => {
+      if (b.localClosed || b.conn.destroyed || b.conn.writableEnded) throw new PilotError('conn_closed', `connection ${b.conn.id} is closed`);
+      let ok = true;
+      for (const p of pieces) ok = b.conn.write(p);
+      if (!ok) await waitDrain(b.conn);
+    });
+    b.sendChain = done.catch(() => undefined);
+    try {
+      await done;
+    } finally {
+      b.window.release(length);
     }
   }
 
@@ -387,6 +430,7 @@ class IpcClient {
       case 'hello': {
         arg.int(a, 'version', 0, 0xffff);
         if (a.send_window !== undefined) this.sendWindow = arg.int(a, 'send_window', IPC_MAX_DATA_CHUNK, 64 * 1024 * 1024);
+        this.dataFrames = a.data_frames === true;
         return {
           version: IPC_PROTOCOL_VERSION,
           daemon: this.d.version,
@@ -394,6 +438,7 @@ class IpcClient {
           max_data_chunk: IPC_MAX_DATA_CHUNK,
           send_window: this.sendWindow,
           recv_credit: IPC_DEFAULT_RECV_CREDIT,
+          data_frames: this.dataFrames,
         };
       }
       case 'dial': {
@@ -430,17 +475,7 @@ class IpcClient {
       case 'send': {
         const b = this.bridgeOf(a);
         const data = arg.bytes(a, 'data', IPC_MAX_DATA_CHUNK);
-        b.window.admit(data.length);
-        const done = b.sendChain.then(async () => {
-          if (b.localClosed || b.conn.destroyed || b.conn.writableEnded) throw new PilotError('conn_closed', `connection ${b.conn.id} is closed`);
-          if (!b.conn.write(data)) await waitDrain(b.conn);
-        });
-        b.sendChain = done.catch(() => undefined);
-        try {
-          await done;
-        } finally {
-          b.window.release(data.length);
-        }
+        await this.queueSend(b, [data], data.length);
         return { accepted: data.length };
       }
       case 'credit': {
@@ -641,11 +676,12 @@ class IpcClient {
         if (this.s.writableLength > V1_SOCKET_HIGH_WATER) break;
         n = Math.min(b.heldBytes, V1_CHUNK);
       }
-      const data = this.take(b, n);
-      if (b.credit) {
+      if (!b.credit) this.write({ type: 'recv', connId: b.conn.id, data: this.take(b, n) });
+      else {
         b.credit.consume(n);
-        this.write(event('data', { conn: b.conn.id, data }));
-      } else this.write({ type: 'recv', connId: b.conn.id, data });
+        if (this.dataFrames) this.writeData(b.conn.id, this.takeSlices(b, n), n);
+        else this.write(event('data', { conn: b.conn.id, data: this.take(b, n) }));
+      }
     }
     // Back-pressure: stop reading the stream while bytes wait for credit/drain (its window closes).
     if (b.heldBytes > 0) b.conn.pause();
@@ -685,6 +721,25 @@ class IpcClient {
       else b.held[0] = c.subarray(k);
     }
     b.heldBytes -= n;
+    return out;
+  }
+
+  /** As {@link take}, as slices of the held chunks (for a gathered write). */
+  private takeSlices(b: Bridge, n: number): Buffer[] {
+    const out: Buffer[] = [];
+    b.heldBytes -= n;
+    while (n > 0) {
+      const c = b.held[0]!;
+      if (c.length <= n) {
+        out.push(c);
+        b.held.shift();
+        n -= c.length;
+      } else {
+        out.push(c.subarray(0, n));
+        b.held[0] = c.subarray(n);
+        n = 0;
+      }
+    }
     return out;
   }
 
@@ -734,6 +789,20 @@ class IpcClient {
       return;
     }
     this.s.write(buf);
+    this.checkBacklog();
+  }
+
+  /** A Data frame: header and payload slices in one gathered write, no copy. */
+  private writeData(conn: number, pieces: Buffer[], length: number): void {
+    if (this.dead) return;
+    this.s.cork();
+    this.s.write(dataFrameHeader(conn, length));
+    for (const p of pieces) this.s.write(p);
+    this.s.uncork();
+    this.checkBacklog();
+  }
+
+  private checkBacklog(): void {
     if (this.s.writableLength > this.maxBacklog) {
       this.stats.dropped++;
       this.log?.warn({ backlog: this.s.writableLength }, 'ipc: client not draining, dropping it');

@@ -1,7 +1,8 @@
 /**
  * A Pilot stream connection as a Node `Duplex` (SPEC §8 flow control):
- * - writes are cut into ≤ IPC_MAX_DATA_CHUNK `send` requests; at most `sendWindow` bytes are unanswered,
- *   so `write()` returns false / the write callback waits while the remote is slow (back-pressure);
+ * - writes go out as ≤ IPC_MAX_DATA_CHUNK Data frames (or `send` requests to a daemon without them),
+ *   gathered from the written buffers without copying; at most `sendWindow` bytes are unacknowledged, so
+ *   `write()` returns false / the write callback waits while the remote is slow (back-pressure);
  * - received `data` events consume receive credit; credit is granted back as the consumer reads (when the
  *   readable buffer drains), so a slow consumer stops the daemon reading, which closes the transport window.
  */
@@ -63,6 +64,9 @@ export class PilotConnection extends Duplex {
         if (this.push(buf)) this.maybeGrant(false);
         return;
       }
+      case 'sent':
+        if (typeof ev.bytes === 'number') this.release(ev.bytes);
+        return;
       case 'eof':
         this.push(null);
         return;
@@ -104,31 +108,53 @@ export class PilotConnection extends Duplex {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    this.sendAll(chunk).then(() => cb(), cb);
+    this.sendAll([chunk]).then(() => cb(), cb);
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
-    this.sendAll(Buffer.concat(chunks.map((c) => c.chunk))).then(() => cb(), cb);
+    this.sendAll(chunks.map((c) => c.chunk)).then(() => cb(), cb);
   }
 
-  /** Queue `buf` as send requests, waiting for window space; resolves once every piece is admitted. */
-  private async sendAll(buf: Buffer): Promise<void> {
-    for (let off = 0; off < buf.length; off += IPC_MAX_DATA_CHUNK) {
-      const piece = buf.subarray(off, Math.min(buf.length, off + IPC_MAX_DATA_CHUNK));
-      while (!this.window.canSend(piece.length)) {
-        if (this.sendError) throw this.sendError;
-        await new Promise<void>((r) => this.windowWaiters.push(r));
+  /** Send `bufs` as frames of ≤ IPC_MAX_DATA_CHUNK bytes (slices, no copy); resolves once every frame is admitted. */
+  private async sendAll(bufs: Buffer[]): Promise<void> {
+    let frame: Buffer[] = [];
+    let length = 0;
+    for (const buf of bufs) {
+      for (let off = 0; off < buf.length; ) {
+        const k = Math.min(buf.length - off, IPC_MAX_DATA_CHUNK - length);
+        frame.push(k === buf.length ? buf : buf.subarray(off, off + k));
+        length += k;
+        off += k;
+        if (length === IPC_MAX_DATA_CHUNK) {
+          await this.sendFrame(frame, length);
+          frame = [];
+          length = 0;
+        }
       }
-      if (this.sendError) throw this.sendError;
-      this.window.admit(piece.length);
-      this.ipc.request('send', { conn: this.id, data: piece }).then(
-        () => this.release(piece.length),
-        (err: Error) => {
-          this.sendError ??= err;
-          this.release(piece.length);
-        },
-      );
     }
+    if (length > 0) await this.sendFrame(frame, length);
+  }
+
+  /** Wait for window space, then send one frame's worth of bytes. */
+  private async sendFrame(pieces: Buffer[], length: number): Promise<void> {
+    while (!this.window.canSend(length)) {
+      if (this.sendError) throw this.sendError;
+      await new Promise<void>((r) => this.windowWaiters.push(r));
+    }
+    if (this.sendError) throw this.sendError;
+    this.window.admit(length);
+    if (this.ipc.dataFrames) {
+      this.ipc.sendData(this.id, pieces, length); // acknowledged by a `sent` event
+      return;
+    }
+    const data = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces, length);
+    this.ipc.request('send', { conn: this.id, data }).then(
+      () => this.release(length),
+      (err: Error) => {
+        this.sendError ??= err;
+        this.release(length);
+      },
+    );
   }
 
   private release(n: number): void {

@@ -6,9 +6,11 @@
 import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import {
+  dataFrameHeader,
   decodeIpcMessage,
   encodeIpcMessage,
   IpcFrameDecoder,
+  type IpcDataFrame,
   type IpcEventBody,
   type IpcMap,
   type IpcOkResponseBody,
@@ -37,6 +39,8 @@ export class IpcClient extends EventEmitter {
   private readonly early = new Map<number, IpcEventBody[]>();
   private nextId = 1;
   private closedErr: PilotSdkError | null = null;
+  /** The daemon agreed (in `hello`) to move stream data as 0x23 Data frames. */
+  dataFrames = false;
 
   private constructor(private readonly sock: Socket) {
     super();
@@ -95,6 +99,15 @@ export class IpcClient extends EventEmitter {
     this.sock.write(encodeIpcMessage({ type: 'request', id: 0, body: { ...args, op } }));
   }
 
+  /** Send stream bytes as one Data frame: header and slices in one gathered write, no copy. */
+  sendData(conn: number, pieces: Buffer[], length: number): void {
+    if (this.closedErr) return;
+    this.sock.cork();
+    this.sock.write(dataFrameHeader(conn, length));
+    for (const p of pieces) this.sock.write(p);
+    this.sock.uncork();
+  }
+
   onConn(conn: number, h: EventHandler | null): void {
     if (h === null) {
       this.connHandlers.delete(conn);
@@ -134,14 +147,19 @@ export class IpcClient extends EventEmitter {
   }
 
   private onData(chunk: Buffer): void {
-    let frames: Buffer[];
+    let frames: Array<Buffer | IpcDataFrame>;
     try {
-      frames = this.decoder.push(chunk);
+      frames = this.decoder.pushSplittingData(chunk);
     } catch (err) {
       this.protocolError(err);
       return;
     }
     for (const f of frames) {
+      if (!Buffer.isBuffer(f)) {
+        // A Data frame is a `data` event whose payload arrives as slices of our read buffers.
+        for (const data of f.pieces) this.onEvent({ event: 'data', conn: f.conn, data });
+        continue;
+      }
       let m;
       try {
         m = decodeIpcMessage(f);
@@ -172,6 +190,7 @@ export class IpcClient extends EventEmitter {
         return;
       }
       case 'data':
+      case 'sent':
       case 'eof':
       case 'closed': {
         if (typeof ev.conn !== 'number') return;

@@ -112,7 +112,8 @@ export class Pilot extends EventEmitter {
     let pilot: Pilot;
     try {
       pilot = new Pilot(ipc, opts);
-      const hello = await withTimeout(ipc.request('hello', { version: IPC_PROTOCOL_VERSION, client: opts.client ?? 'pilot-node-sdk' }), opts.timeoutMs ?? 5000, 'hello');
+      const hello = await withTimeout(ipc.request('hello', { version: IPC_PROTOCOL_VERSION, client: opts.client ?? 'pilot-node-sdk', data_frames: true }), opts.timeoutMs ?? 5000, 'hello');
+      ipc.dataFrames = hello.data_frames === true;
       if (typeof hello.send_window === 'number' && hello.send_window > 0) pilot.sendWindow = hello.send_window;
       pilot.daemonVersion = typeof hello.daemon === 'string' ? hello.daemon : '';
     } catch (err) {

@@ -65,6 +65,22 @@ export class ByteQueue {
     return out;
   }
 
+  /** Remove the first `n` bytes as slices of the queued chunks (no copy; caller guarantees n ≤ length). */
+  takeSlices(n: number): Buffer[] {
+    if (n > this.total) throw new RangeError('ByteQueue.takeSlices past end');
+    const out: Buffer[] = [];
+    this.total -= n;
+    while (n > 0) {
+      const c = this.chunks[this.first]!;
+      const k = Math.min(c.length - this.head, n);
+      out.push(c.subarray(this.head, this.head + k));
+      n -= k;
+      this.head += k;
+      if (this.head === c.length) this.dropFirst();
+    }
+    return out;
+  }
+
   skip(n: number): void {
     let left = Math.min(n, this.total);
     this.total -= left;

@@ -13,11 +13,22 @@
  * no request IDs: replies match requests by expected reply command in FIFO order, `Send`/`SendTo` have no
  * success reply, a `Dial` blocks that client's other v1 commands. We keep those semantics for v1 commands.
  *
- * ## Extensions 0x20–0x22 (this project)
+ * ## Extensions 0x20–0x23 (this project)
  * - `0x20 Request  [request id u32 BE][msgpack map {op, ...args}]`           client → daemon
  * - `0x21 Response [request id u32 BE][msgpack map {ok:true, ...result} | {ok:false, code, message, hint?}]`
  * - `0x22 Event    [msgpack map {event, ...fields}]`                          daemon → client
+ * - `0x23 Data     [conn u32 BE][bytes]`                                      both ways, after `hello {data_frames:true}`
  * msgpack is encoded with msgpackr `useRecords: false` (plain maps; binary fields are msgpack `bin`).
+ *
+ * ### Data frames
+ * Stream bytes are the bulk of IPC traffic, so a client that says `data_frames: true` in `hello` (and gets
+ * `data_frames: true` back) moves them as bare `0x23 Data` frames instead of msgpack: no encoding, and both
+ * ends write the header and the payload buffers with one gathered write and read payloads as slices of
+ * the socket's read buffers, without copying. A daemon→client Data frame is exactly a `data` event (same
+ * receive-credit rules). A client→daemon Data frame is a `send` without a request id: it counts against
+ * the send window, and the daemon acknowledges accepted bytes with `{event:"sent", conn, bytes}` (the
+ * Response of a `send`); a Data frame that cannot be applied (unknown or closed connection, window
+ * exceeded) is answered with `{event:"error", op:"data", conn, code, message}`, never dropped silently.
  *
  * ### No head-of-line blocking
  * - **Request IDs.** The client picks a fresh non-zero id per request; the daemon answers every request
@@ -107,6 +118,7 @@ export const IpcCmd = {
   Request: 0x20,
   Response: 0x21,
   Event: 0x22,
+  Data: 0x23,
 } as const;
 export type IpcCmdByte = (typeof IpcCmd)[keyof typeof IpcCmd];
 
@@ -247,8 +259,8 @@ type OpenArgs = IpcMap;
 export interface IpcOps {
   /** Version negotiation; optional (defaults apply without it). */
   hello: {
-    args: { version: number; client?: string };
-    result: { version: number; daemon: string; max_message: number; max_data_chunk: number; send_window: number; recv_credit: number };
+    args: { version: number; client?: string; send_window?: number; data_frames?: boolean };
+    result: { version: number; daemon: string; max_message: number; max_data_chunk: number; send_window: number; recv_credit: number; data_frames: boolean };
   };
   /** Open a stream; answered when established (or failed). */
   dial: { args: { addr: string; port: number; timeout_ms?: number; recv_credit?: number }; result: ConnOpened };
@@ -304,6 +316,8 @@ export type IpcResultOf<K extends IpcOpName> = { ok: true } & IpcOps[K]['result'
 export interface IpcEvents {
   accept: { port: number; conn: number; remote_addr: string; remote_port: number };
   data: { conn: number; data: Uint8Array };
+  /** Bytes of client Data frames the connection accepted (releases send window). */
+  sent: { conn: number; bytes: number };
   eof: { conn: number };
   closed: { conn: number; code?: string; reason?: string };
   datagram: { port: number; src_addr: string; src_port: number; data: Uint8Array };
@@ -351,7 +365,8 @@ export type IpcMessage =
   | { type: 'set_task_exec_ok'; result: JsonObject }
   | { type: 'request'; id: number; body: IpcRequestBody }
   | { type: 'response'; id: number; body: IpcResponseBody }
-  | { type: 'event'; body: IpcEventBody };
+  | { type: 'event'; body: IpcEventBody }
+  | { type: 'data'; connId: number; data: Buffer };
 export type IpcMessageType = IpcMessage['type'];
 
 const JSON_REPLY_TYPES = {
@@ -385,6 +400,17 @@ export function encodeIpcMessage(m: IpcMessage): Buffer {
     off += p.length;
   }
   return out;
+}
+
+/** Length prefix, command and conn of a Data frame carrying `length` bytes; the payload is written after it
+ * as is (no copy). */
+export function dataFrameHeader(conn: number, length: number): Buffer {
+  if (length > IPC_MAX_DATA_CHUNK) throw new IpcError('message_too_large', `Data frame of ${length} bytes exceeds ${IPC_MAX_DATA_CHUNK}`);
+  const h = Buffer.allocUnsafe(IPC_HEADER_LEN + 5);
+  h.writeUInt32BE(5 + length, 0);
+  h[4] = IpcCmd.Data;
+  h.writeUInt32BE(conn >>> 0, 5);
+  return h;
 }
 
 /** Encode without the length prefix (command ‖ payload), the unit {@link decodeIpcMessage} takes. */
@@ -457,6 +483,8 @@ function bodyParts(m: IpcMessage): [number, Uint8Array[]] {
     case 'event':
       if (typeof m.body?.event !== 'string' || m.body.event === '') throw new IpcError('bad_envelope', 'event needs a non-empty event name');
       return [IpcCmd.Event, [pack(m.body)]];
+    case 'data':
+      return [IpcCmd.Data, [u32(m.connId, 'conn_id'), m.data]];
     default: {
       const never: never = m;
       throw new IpcError('bad_value', `unknown IPC message type ${(never as { type: string }).type}`);
@@ -622,6 +650,9 @@ export function decodeIpcMessage(frame: Uint8Array): IpcMessage {
       if (typeof body.event !== 'string' || body.event === '') throw new IpcError('bad_envelope', 'event map needs a non-empty string event');
       return { type: 'event', body: body as IpcEventBody };
     }
+    case IpcCmd.Data:
+      atLeast(p, 4, 'Data');
+      return { type: 'data', connId: p.readUInt32BE(0), data: p.subarray(4) };
     default:
       throw new IpcError('unknown_command', `unknown command: 0x${cmd.toString(16).padStart(2, '0')}`);
   }
@@ -766,6 +797,13 @@ function unpackMap(p: Buffer, what: string): IpcMap {
 // ---------------------------------------------------------------------------------------------------
 // Streaming frame decoder
 
+/** A Data frame's payload as slices of the received chunks (not copied into one buffer). */
+export interface IpcDataFrame {
+  conn: number;
+  pieces: Buffer[];
+  length: number;
+}
+
 /**
  * Splits a byte stream into IPC messages (command ‖ payload, without the length prefix). After a
  * violation (`frame_too_large`, `empty_frame`) it stays failed: the owner must drop the client.
@@ -783,14 +821,29 @@ export class IpcFrameDecoder {
 
   /** Feed a chunk; returns every frame completed by it (possibly none). Throws {@link IpcError}. */
   push(chunk: Uint8Array): Buffer[] {
+    return this.frames(chunk, false) as Buffer[];
+  }
+
+  /** As {@link push}, but Data frames (0x23) come as {@link IpcDataFrame}s, in order with the others. */
+  pushSplittingData(chunk: Uint8Array): Array<Buffer | IpcDataFrame> {
+    return this.frames(chunk, true);
+  }
+
+  private frames(chunk: Uint8Array, splitData: boolean): Array<Buffer | IpcDataFrame> {
     if (this.failed) throw this.failed;
     this.queue.push(chunk);
-    const out: Buffer[] = [];
+    const out: Array<Buffer | IpcDataFrame> = [];
     while (this.queue.length >= IPC_HEADER_LEN) {
       const len = this.queue.readUInt32BE(0);
       if (len === 0) return this.fail(new IpcError('empty_frame', 'IPC frame of length 0'));
       if (len > this.maxMessage) return this.fail(new IpcError('frame_too_large', `IPC frame of ${len} bytes exceeds ${this.maxMessage}`));
       if (this.queue.length < IPC_HEADER_LEN + len) break;
+      if (splitData && len >= 5 && this.queue.byteAt(IPC_HEADER_LEN) === IpcCmd.Data) {
+        const conn = this.queue.readUInt32BE(IPC_HEADER_LEN + 1);
+        this.queue.skip(IPC_HEADER_LEN + 5);
+        out.push({ conn, pieces: this.queue.takeSlices(len - 5), length: len - 5 });
+        continue;
+      }
       this.queue.skip(IPC_HEADER_LEN);
       out.push(this.queue.take(len));
     }

@@ -6,6 +6,7 @@ import {
   IpcError,
   IpcFrameDecoder,
   arg,
+  dataFrameHeader,
   decodeIpcMessage,
   encodeIpcBody,
   encodeIpcMessage,
@@ -217,6 +218,37 @@ t.test('frame decoder: arbitrary chunking yields the same frames', async (t) => 
     t.same(out.slice(0, 20), msgs.slice(0, 20), `chunk ≤ ${maxChunk}: first messages deep-equal`);
     t.equal(dec.buffered, 0);
   }
+});
+
+t.test('data frames (0x23): header layout, and split as slices of the input in order with other frames', async (t) => {
+  const payload = randomBytes(200_000);
+  const h = dataFrameHeader(0x01020304, payload.length);
+  t.same(h, Buffer.concat([Buffer.from([0, 3, 0x0d, 0x45, 0x23]), Buffer.from([1, 2, 3, 4])]), 'length ‖ 0x23 ‖ conn');
+  t.same(encodeIpcMessage({ type: 'data', connId: 0x01020304, data: payload }), Buffer.concat([h, payload]), 'the copying encoder writes the same bytes');
+  t.same(decodeIpcMessage(encodeIpcBody({ type: 'data', connId: 9, data: Buffer.from('hi') })), { type: 'data', connId: 9, data: Buffer.from('hi') });
+  t.throws(() => decodeIpcMessage(Buffer.from([0x23, 0, 0])), { code: 'bad_length' }, 'a Data frame needs its conn');
+  t.throws(() => dataFrameHeader(1, 256 * 1024 + 1), { code: 'message_too_large' });
+
+  const stream = Buffer.concat([encodeIpcMessage(event('eof', { conn: 1 })), h, payload, encodeIpcMessage({ type: 'data', connId: 5, data: Buffer.alloc(0) }), encodeIpcMessage(okResponse(3))]);
+  for (const chunkSize of [7, 4096, 65536, stream.length]) {
+    const dec = new IpcFrameDecoder();
+    const chunks: Buffer[] = [];
+    for (let off = 0; off < stream.length; off += chunkSize) chunks.push(Buffer.from(stream.subarray(off, off + chunkSize)));
+    const out = chunks.flatMap((c) => dec.pushSplittingData(c));
+    t.equal(out.length, 4, `chunks of ${chunkSize}: four frames`);
+    t.same(decodeIpcMessage(out[0] as Buffer), event('eof', { conn: 1 }), 'the event before the data stays first');
+    const d = out[1] as { conn: number; pieces: Buffer[]; length: number };
+    t.equal(d.conn, 0x01020304);
+    t.equal(d.length, payload.length);
+    t.ok(Buffer.concat(d.pieces).equals(payload), 'payload intact');
+    t.ok(d.pieces.every((p) => chunks.some((c) => c.buffer === p.buffer)), 'pieces are slices of the received chunks (no copy)');
+    t.same(out[2], { conn: 5, pieces: [], length: 0 }, 'an empty Data frame');
+    t.same(decodeIpcMessage(out[3] as Buffer), okResponse(3), 'the response after the data stays last');
+    t.equal(dec.buffered, 0);
+  }
+  // push() (no splitting) still returns a Data frame whole, for decodeIpcMessage.
+  const whole = new IpcFrameDecoder().push(Buffer.concat([h, payload]));
+  t.same(decodeIpcMessage(whole[0]!), { type: 'data', connId: 0x01020304, data: payload });
 });
 
 t.test('frame decoder limits: oversize and zero-length frames fail and stay failed', async (t) => {

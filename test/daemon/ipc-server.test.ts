@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import { Packr } from 'msgpackr';
 import { Addr } from '../../transport/address.js';
-import { encodeIpcMessage, IpcFrameDecoder, type IpcMessage } from '../../daemon/ipc/protocol.js';
+import { dataFrameHeader, encodeIpcMessage, IpcFrameDecoder, request, type IpcMessage } from '../../daemon/ipc/protocol.js';
 import { frame, RawIpc, startDaemon, startRegistry, trustPair, until } from './daemon-helpers.js';
 
 t.test('ipc server', async (t) => {
@@ -104,6 +104,46 @@ t.test('ipc server', async (t) => {
     c.raw(frame(Buffer.concat([Buffer.from([0x03]), new Addr(0, third.nodeId).toBytes(), Buffer.from([0, 7])])));
     const info2 = await c.ok('info', {}, 2000);
     t.equal(info2.node_id, a.nodeId, 'extension request answered during a blocked v1 dial');
+  });
+
+  await t.test('data frames (0x23): both ways without msgpack, acknowledged, failures typed', async (t) => {
+    const c = await RawIpc.connect(t, a.config.socket);
+    t.equal((await c.ok('hello', { version: 1, data_frames: true, send_window: 256 * 1024 })).data_frames, true, 'daemon agrees');
+    const conn = (await c.ok('dial', { addr: b.address, port: 7, recv_credit: 1 << 20 })).conn as number;
+    const payload = randomBytes(300_000);
+    c.raw(Buffer.concat([dataFrameHeader(conn, 256 * 1024), payload.subarray(0, 256 * 1024)]));
+    t.equal((await c.event('sent', (e) => e.conn === conn)).bytes, 256 * 1024, 'first frame acknowledged');
+    c.send({ type: 'data', connId: conn, data: payload.subarray(256 * 1024) });
+    t.equal((await c.event('sent', (e) => e.conn === conn)).bytes, payload.length - 256 * 1024, 'second frame acknowledged');
+    const echoed: Buffer[] = [];
+    for (let got = 0; got < payload.length; ) {
+      const m = (await c.next((x) => x.type === 'data' && x.connId === conn)) as Extract<IpcMessage, { type: 'data' }>;
+      echoed.push(Buffer.from(m.data));
+      got += m.data.length;
+    }
+    t.ok(Buffer.concat(echoed).equals(payload), 'the echo comes back as Data frames, byte-exact');
+    t.equal(c.messages.filter((m) => m.type === 'event' && m.body.event === 'data').length, 0, 'no msgpack data events once negotiated');
+
+    c.send({ type: 'data', connId: 999_999, data: Buffer.from('x') });
+    t.match(await c.event('error', (e) => e.op === 'data'), { code: 'not_found', conn: 999_999 }, 'unknown connection: typed error event, not silence');
+
+    // A peer that never reads: once a frame stays unacknowledged, one more exceeds the 256 KiB window.
+    const sink = await RawIpc.connect(t, b.config.socket);
+    await sink.ok('listen', { port: 4100, recv_credit: 0 });
+    const stuck = (await c.ok('dial', { addr: b.address, port: 4100 })).conn as number;
+    const block = Buffer.alloc(256 * 1024, 1);
+    for (let i = 0; i < 400; i++) {
+      c.raw(Buffer.concat([dataFrameHeader(stuck, block.length), block]));
+      const acked = await c.event('sent', (e) => e.conn === stuck, 1000).then(
+        () => true,
+        () => false,
+      );
+      if (!acked) break;
+    }
+    c.raw(Buffer.concat([dataFrameHeader(stuck, 1), Buffer.from([2])]));
+    t.match(await c.event('error', (e) => e.conn === stuck), { op: 'data', code: 'send_window_exceeded' }, 'beyond the window: typed error');
+    t.equal((await c.call('info', {})).ok, true, 'client still served');
+    c.send(request(0, 'close', { conn: stuck, abort: true }));
   });
 
   await t.test('fuzz: bad input never crashes the daemon', async (t) => {
