@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=48 --max-semi-space-size=4
 /**
  * `pilot-daemon`: parse flags/env/config (daemon/config.ts), run a Daemon, log JSON (pino) to stderr,
  * shut down gracefully on SIGTERM/SIGINT (deregister, FIN every connection). Exit codes: 0 clean,

@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { defaultDataDir } from '../../daemon/datadir.js';
+import { DAEMON_NODE_FLAGS } from '../../daemon/node-flags.js';
 import { Pilot } from '../sdk/pilot.js';
 import { action, CliError, configPath, parseDuration, readConfig, type Ctx } from './common.js';
 
@@ -166,7 +167,7 @@ export function registerSetupCommands(program: Command): void {
         // Flags carry everything; empty PILOT_* variables would only make the daemon refuse to start.
         const env = Object.fromEntries(Object.entries(process.env).filter(([k, v]) => !(k.startsWith('PILOT_') && v === '')));
         if (o.foreground) {
-          const child = spawn(process.execPath, [DAEMON_MAIN, ...args], { stdio: 'inherit', env });
+          const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON_MAIN, ...args], { stdio: 'inherit', env });
           const forward = (s: NodeJS.Signals): void => void child.kill(s);
           process.on('SIGINT', forward);
           process.on('SIGTERM', forward);
@@ -176,7 +177,7 @@ export function registerSetupCommands(program: Command): void {
         }
         const logPath = join(dataDir, 'pilot.log');
         const log = openSync(logPath, 'a', 0o600);
-        const child = spawn(process.execPath, [DAEMON_MAIN, ...args], { detached: true, stdio: ['ignore', log, log], env });
+        const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON_MAIN, ...args], { detached: true, stdio: ['ignore', log, log], env });
         closeSync(log);
         let exited: number | null | undefined;
         child.on('exit', (code) => (exited = code));

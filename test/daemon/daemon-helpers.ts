@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { loadDaemonConfig, type DaemonConfig } from '../../daemon/config.js';
 import { Daemon, type DaemonOptions } from '../../daemon/daemon.js';
+import { DAEMON_NODE_FLAGS } from '../../daemon/node-flags.js';
 import {
   decodeIpcMessage,
   encodeIpcMessage,
@@ -97,7 +98,7 @@ export interface DaemonProcess {
 
 /** Spawn `pilot-daemon` and wait for its readiness line. Killed at teardown. */
 export async function spawnDaemon(t: Tap, args: string[]): Promise<DaemonProcess> {
-  const proc = spawn(process.execPath, [DAEMON_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PILOT_LOG_LEVEL: 'warn' } });
+  const proc = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON_MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PILOT_LOG_LEVEL: 'warn' } });
   let out = '';
   let err = '';
   proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
