@@ -13,18 +13,23 @@ function nextConnection(l: { once(e: 'connection', f: (c: Connection) => void): 
   return box;
 }
 
+/** Listen on port 1000 of b, dial it from a (node 2 is b) and return both ends once accepted; the
+ * simulated network closes at teardown. */
+async function connectPair(t: { teardown(f: () => void): void }, sim: ReturnType<typeof pair>): Promise<{ ca: Connection; cb: Connection }> {
+  t.teardown(() => sim.net.closeAll());
+  const box = nextConnection(sim.b.listen(1000));
+  const ca = await dial(sim.net, sim.a, 2, 1000);
+  await sim.clock.run(() => !!box.conn);
+  return { ca, cb: box.conn! };
+}
+
 for (const loss of [0, 0.01, 0.05]) {
   t.test(`byte-exact in both directions at once: ${loss * 100}% loss, jitter, reordering, duplication`, async (t) => {
     const { net, a, b, clock } = pair({
       seed: 11 + loss * 1000,
       link: { delayMs: 10, jitterMs: 3, loss, duplicate: 0.02, reorder: 0.03, reorderDelayMs: 15, bandwidth: 4000, queueBytes: 200_000, mtu: 9000 },
     });
-    t.teardown(() => net.closeAll());
-    const l = b.listen(1000);
-    const box = nextConnection(l);
-    const ca = await dial(net, a, 2, 1000);
-    await clock.run(() => !!box.conn);
-    const cb = box.conn!;
+    const { ca, cb } = await connectPair(t, { net, a, b, clock });
     const up = bytes(1_500_000, 1);
     const down = bytes(1_200_000, 2);
     const sinkAtB = new Sink(cb);
@@ -56,12 +61,7 @@ t.test('32-bit sequence wrap mid-transfer (both directions, loss, SACK across th
     link: { delayMs: 5, loss: 0.03, reorder: 0.02, reorderDelayMs: 8, bandwidth: 5000, mtu: 1500 },
     config: { initialSequence: 2 ** 32 - 400_000 },
   });
-  t.teardown(() => net.closeAll());
-  const l = b.listen(1000);
-  const box = nextConnection(l);
-  const ca = await dial(net, a, 2, 1000);
-  await clock.run(() => !!box.conn);
-  const cb = box.conn!;
+  const { ca, cb } = await connectPair(t, { net, a, b, clock });
   const up = bytes(1_000_000, 31);
   const down = bytes(800_000, 32);
   const atB = new Sink(cb);
@@ -76,12 +76,7 @@ t.test('32-bit sequence wrap mid-transfer (both directions, loss, SACK across th
 
 t.test('a reader that stops reading: zero window, probes, then resume without loss', async (t) => {
   const { net, a, b, clock } = pair({ seed: 5, link: { delayMs: 10, loss: 0.01, bandwidth: 4000, mtu: 1500 }, config: { recvBuffer: 256 * 1024, sendBuffer: 256 * 1024 } });
-  t.teardown(() => net.closeAll());
-  const l = b.listen(1000);
-  const box = nextConnection(l);
-  const ca = await dial(net, a, 2, 1000);
-  await clock.run(() => !!box.conn);
-  const cb = box.conn!;
+  const { ca, cb } = await connectPair(t, { net, a, b, clock });
   cb.pause(); // the application is not reading
   const data = bytes(2_000_000, 9);
   let sawBackPressure = false;
@@ -121,12 +116,7 @@ t.test('a reader that drains a full buffer reopens the window at once (no wait f
   // Probes far away: only a window update sent when the application reads can restart the sender in time.
   const config = { recvBuffer: 256 * 1024, sendBuffer: 256 * 1024, zeroWindowProbeMs: 60_000, zeroWindowProbeMaxMs: 60_000 };
   const { net, a, b, clock } = pair({ seed: 7, link: { delayMs: 10, bandwidth: 4000, mtu: 1500 }, config });
-  t.teardown(() => net.closeAll());
-  const l = b.listen(1000);
-  const box = nextConnection(l);
-  const ca = await dial(net, a, 2, 1000);
-  await clock.run(() => !!box.conn);
-  const cb = box.conn!;
+  const { ca, cb } = await connectPair(t, { net, a, b, clock });
   const sink = new Sink(cb); // flowing, as a daemon bridge or pipe() reads
   cb.pause();
   const data = bytes(1_000_000, 10);
@@ -167,12 +157,8 @@ t.test('a slow reader on one connection does not stall another connection', asyn
 
 t.test('MTU-limited path: PMTU settles below the limit and data is intact', async (t) => {
   const { net, a, b, clock } = pair({ seed: 8, link: { delayMs: 10, mtu: 1400, bandwidth: 4000, loss: 0.01 } });
-  t.teardown(() => net.closeAll());
-  const l = b.listen(1000);
-  const box = nextConnection(l);
-  const ca = await dial(net, a, 2, 1000);
-  await clock.run(() => !!box.conn);
-  const sink = new Sink(box.conn!);
+  const { ca, cb } = await connectPair(t, { net, a, b, clock });
+  const sink = new Sink(cb);
   const data = bytes(3_000_000, 12);
   writeAll(ca, data);
   await clock.run(() => sink.ended && a.pathInfo(2)!.searching === false, 300_000);
