@@ -48,6 +48,7 @@ import {
   type IpcValue,
   type JsonObject,
 } from './ipc/protocol.js';
+import { ByteQueue } from './ipc/bytequeue.js';
 import { NetworkOpError } from './ipc/network-ops.js';
 import { taskOp, TASK_OP_PREFIX, type TaskOpsDaemon } from './ipc/task-ops.js';
 
@@ -158,8 +159,8 @@ export class IpcServer {
 class Bridge {
   readonly credit: RecvCredit | null;
   readonly window: SendWindow;
-  held: Buffer[] = [];
-  heldBytes = 0;
+  /** Received stream bytes not yet passed to the client. */
+  readonly held = new ByteQueue();
   eofSeen = false;
   eofSent = false;
   closedSent = false;
@@ -626,10 +627,9 @@ class IpcClient {
     conn.on('data', (chunk: Buffer) => {
       if (b.localClosed) return;
       b.held.push(chunk);
-      b.heldBytes += chunk.length;
       // Coalesce the segments of one receive burst into fewer, larger messages (one pump per tick),
       // unless a full chunk is already waiting.
-      if (b.heldBytes >= IPC_MAX_DATA_CHUNK) this.pump(b);
+      if (b.held.length >= IPC_MAX_DATA_CHUNK) this.pump(b);
       else if (!b.pumpScheduled) {
         b.pumpScheduled = true;
         setImmediate(() => {
@@ -667,26 +667,26 @@ class IpcClient {
       if (b.closeInfo) this.finishBridge(b, b.closeInfo.code, b.closeInfo.reason);
       return;
     }
-    while (b.heldBytes > 0) {
+    while (b.held.length > 0) {
       let n: number;
       if (b.credit) {
-        n = b.credit.nextChunk(b.heldBytes);
+        n = b.credit.nextChunk(b.held.length);
         if (n === 0) break;
       } else {
         if (this.s.writableLength > V1_SOCKET_HIGH_WATER) break;
-        n = Math.min(b.heldBytes, V1_CHUNK);
+        n = Math.min(b.held.length, V1_CHUNK);
       }
-      if (!b.credit) this.write({ type: 'recv', connId: b.conn.id, data: this.take(b, n) });
+      if (!b.credit) this.write({ type: 'recv', connId: b.conn.id, data: b.held.take(n) });
       else {
         b.credit.consume(n);
-        if (this.dataFrames) this.writeData(b.conn.id, this.takeSlices(b, n), n);
-        else this.write(event('data', { conn: b.conn.id, data: this.take(b, n) }));
+        if (this.dataFrames) this.writeData(b.conn.id, b.held.takeSlices(n), n);
+        else this.write(event('data', { conn: b.conn.id, data: b.held.take(n) }));
       }
     }
     // Back-pressure: stop reading the stream while bytes wait for credit/drain (its window closes).
-    if (b.heldBytes > 0) b.conn.pause();
+    if (b.held.length > 0) b.conn.pause();
     else if (!b.localClosed && b.conn.isPaused()) b.conn.resume();
-    if (b.heldBytes === 0 && b.eofSeen && !b.eofSent) {
+    if (b.held.length === 0 && b.eofSeen && !b.eofSent) {
       b.eofSent = true;
       if (!b.v1) this.write(event('eof', { conn: b.conn.id }));
       else {
@@ -695,52 +695,7 @@ class IpcClient {
         this.write({ type: 'close_ok', connId: b.conn.id });
       }
     }
-    if (b.heldBytes === 0 && b.closeInfo) this.finishBridge(b, b.closeInfo.code, b.closeInfo.reason);
-  }
-
-  private take(b: Bridge, n: number): Buffer {
-    const first = b.held[0]!;
-    if (first.length === n) {
-      b.held.shift();
-      b.heldBytes -= n;
-      return first;
-    }
-    if (first.length > n) {
-      b.held[0] = first.subarray(n);
-      b.heldBytes -= n;
-      return first.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let off = 0;
-    while (off < n) {
-      const c = b.held[0]!;
-      const k = Math.min(c.length, n - off);
-      c.copy(out, off, 0, k);
-      off += k;
-      if (k === c.length) b.held.shift();
-      else b.held[0] = c.subarray(k);
-    }
-    b.heldBytes -= n;
-    return out;
-  }
-
-  /** As {@link take}, as slices of the held chunks (for a gathered write). */
-  private takeSlices(b: Bridge, n: number): Buffer[] {
-    const out: Buffer[] = [];
-    b.heldBytes -= n;
-    while (n > 0) {
-      const c = b.held[0]!;
-      if (c.length <= n) {
-        out.push(c);
-        b.held.shift();
-        n -= c.length;
-      } else {
-        out.push(c.subarray(0, n));
-        b.held[0] = c.subarray(n);
-        n = 0;
-      }
-    }
-    return out;
+    if (b.held.length === 0 && b.closeInfo) this.finishBridge(b, b.closeInfo.code, b.closeInfo.reason);
   }
 
   private finishBridge(b: Bridge, code?: string, reason?: string): void {
@@ -758,8 +713,7 @@ class IpcClient {
 
   private localClose(b: Bridge, abort: boolean): void {
     b.localClosed = true;
-    b.held = [];
-    b.heldBytes = 0;
+    b.held.clear();
     if (abort) b.conn.destroy();
     else {
       b.conn.end();
@@ -812,7 +766,7 @@ class IpcClient {
 
   private onDrain(): void {
     for (const b of this.bridges.values()) {
-      if (b.v1 && b.heldBytes > 0) this.pump(b);
+      if (b.v1 && b.held.length > 0) this.pump(b);
     }
   }
 
