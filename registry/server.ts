@@ -97,7 +97,11 @@ export class RegistryServer extends EventEmitter implements ConnectionHost {
     this.log = (opts.logger ?? pino({ level: this.config.logLevel }, pino.destination(2))).child({ component: 'registry' });
     this.store =
       opts.store ??
-      new SqliteStore({ path: this.config.dataDir === null ? ':memory:' : join(this.config.dataDir, DB_FILE), sync: this.config.storeSync });
+      new SqliteStore({
+        path: this.config.dataDir === null ? ':memory:' : join(this.config.dataDir, DB_FILE),
+        sync: this.config.storeSync,
+        onCheckpointFailure: (err) => this.log.error({ err: err.message }, 'WAL checkpoint worker failed; SQLite checkpoints inline from now on'),
+      });
     this.handlers = buildHandlerTable(opts.handlers);
     this.enterpriseOpts = opts.enterprise ?? {};
     this.push = new PushHub(this.config.maxSubscriptionsPerNode, () => this.metrics.dropped.labels('push_subscriber').inc());

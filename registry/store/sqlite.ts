@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { WalCheckpointer } from './checkpointer.js';
 import { migrations, type Migration } from './migrations.js';
 import type {
   EnterpriseSnapshot,
@@ -34,6 +35,13 @@ export interface SqliteStoreOptions {
   sync?: 'full' | 'normal';
   /** rows per last-seen flush transaction (the flush yields to the event loop between chunks) */
   lastSeenChunk?: number;
+  /**
+   * WAL checkpoint period on a worker thread (checkpointer.ts; default 1000 ms). 0: SQLite's automatic
+   * checkpoint, inside the commits on the event loop.
+   */
+  checkpointIntervalMs?: number;
+  /** told when the checkpoint worker fails (SQLite's automatic checkpoint then takes over) */
+  onCheckpointFailure?: (err: Error) => void;
 }
 
 interface Pending {
@@ -43,6 +51,9 @@ interface Pending {
 }
 
 type Statement = Database.Statement;
+
+/** The WAL file is truncated back to this size when it restarts after a burst (bytes). */
+const WAL_SIZE_LIMIT = 64 * 1024 * 1024;
 
 /**
  * Embedded SQLite store (WAL mode). Group commit: commits requested in the same event-loop turn are
@@ -54,6 +65,8 @@ export class SqliteStore implements RegistryStore {
   private queue: Pending[] = [];
   private flushScheduled = false;
   private closed = false;
+  /** null for ':memory:' or with `checkpointIntervalMs: 0` */
+  checkpointer: WalCheckpointer | null = null;
   private stmts!: Record<Mutation['kind'] | 'lastSeen' | 'preassign_clear' | 'invite_clear', Statement>;
   private applyTx!: (batches: Pending[]) => void;
 
@@ -70,6 +83,15 @@ export class SqliteStore implements RegistryStore {
     db.pragma('foreign_keys = OFF');
     runMigrations(db, migrations);
     this.prepare(db);
+    const interval = this.opts.checkpointIntervalMs ?? 1000;
+    if (this.opts.path !== ':memory:' && interval > 0) {
+      db.pragma('wal_autocheckpoint = 0');
+      db.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT}`);
+      this.checkpointer = new WalCheckpointer(this.opts.path, interval, (err) => {
+        this.db?.pragma('wal_autocheckpoint = 1000');
+        this.opts.onCheckpointFailure?.(err);
+      });
+    }
   }
 
   private prepare(db: Database.Database): void {
@@ -279,8 +301,11 @@ export class SqliteStore implements RegistryStore {
    * 500-row chunk held the event loop ≈10 ms under load) with a yield between keep request latency low
    * while a big batch is written.
    */
-  async flushLastSeen(entries: ReadonlyArray<readonly [number, number]>): Promise<void> {
+  async flushLastSeen(unsorted: ReadonlyArray<readonly [number, number]>): Promise<void> {
     const db = this.requireDb();
+    // in node-ID (rowid) order a chunk's rows share a few B-tree pages instead of touching one page
+    // each (25,000 of 100,000 rows: ≈ 110 ms of event-loop time instead of ≈ 250 ms)
+    const entries = [...unsorted].sort((a, b) => a[0] - b[0]);
     const chunk = this.opts.lastSeenChunk ?? 64;
     const full = this.opts.sync !== 'normal';
     const tx = db.transaction((rows: ReadonlyArray<readonly [number, number]>) => {
@@ -302,6 +327,7 @@ export class SqliteStore implements RegistryStore {
     if (this.closed) return;
     this.closed = true;
     if (this.queue.length > 0) this.flush();
+    await this.checkpointer?.stop();
     this.db?.close();
     this.db = null;
   }

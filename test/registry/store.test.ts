@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -7,6 +7,7 @@ import t from 'tap';
 import { Identity } from '../../transport/identity.js';
 import { RegistryClient } from '../../registry/client.js';
 import { RegistryServer } from '../../registry/server.js';
+import { WalCheckpointer } from '../../registry/store/checkpointer.js';
 import { migrations } from '../../registry/store/migrations.js';
 import { importSnapshot, snapshotToMutations } from '../../registry/store/snapshot.js';
 import { SqliteStore } from '../../registry/store/sqlite.js';
@@ -44,6 +45,52 @@ t.test('migrations are versioned and applied once', async (t) => {
   t.equal((db.prepare('SELECT count(*) AS n FROM schema_version').get() as { n: number }).n, 1);
   t.equal(db.pragma('journal_mode', { simple: true }), 'wal');
   db.close();
+});
+
+function nodeRow(id: number): Mutation {
+  return {
+    kind: 'node',
+    row: { id, publicKey: Buffer.alloc(32, id).toString('base64'), owner: null, realAddr: '127.0.0.1:4000', isPublic: false, hostname: null, tags: ['t'.repeat(2000)], taskExec: false, poloScore: 0, lastSeen: 1, deregistered: false, createdAt: 1 },
+  };
+}
+
+/** 3 commits of 2,000 rows of ≈ 2 KiB: > 12 MiB of WAL, three times SQLite's automatic checkpoint threshold. */
+async function writeManyPages(store: SqliteStore): Promise<void> {
+  for (let i = 0; i < 3; i++) await store.commit(Array.from({ length: 2000 }, (_, j) => nodeRow(i * 2000 + j + 1)));
+}
+
+t.test('commits never checkpoint the WAL themselves (the checkpoint worker does)', async (t) => {
+  const path = join(tempDir(t), 'r.db');
+  const store = new SqliteStore({ path, checkpointIntervalMs: 3_600_000 });
+  await store.open();
+  t.teardown(() => store.close());
+  const before = statSync(path).size;
+  await writeManyPages(store);
+  t.equal(statSync(path).size, before, 'the database file is untouched: the rows are only in the WAL');
+  t.ok(statSync(`${path}-wal`).size > 12_000_000, 'WAL holds them');
+});
+
+t.test('the checkpoint worker copies the WAL into the database file', async (t) => {
+  const path = join(tempDir(t), 'r.db');
+  const store = new SqliteStore({ path, checkpointIntervalMs: 20 });
+  await store.open();
+  t.teardown(() => store.close());
+  const before = statSync(path).size;
+  await writeManyPages(store);
+  const cp = store.checkpointer!;
+  for (let i = 0; i < 500 && !(cp.progress.log > 0 && cp.progress.checkpointed === cp.progress.log); i++) await new Promise((r) => setTimeout(r, 10));
+  t.ok(cp.progress.passes > 0 && cp.progress.log > 0, `the worker checkpointed (${JSON.stringify(cp.progress)})`);
+  t.equal(cp.progress.checkpointed, cp.progress.log, 'every WAL frame reached the database file');
+  t.ok(statSync(path).size > before + 12_000_000, 'the rows are in the database file itself');
+  await store.flushLastSeen([[6000, 9], [1, 9], [3000, 9]]);
+  const db = new Database(path, { readonly: true });
+  t.same(db.prepare('SELECT id, last_seen FROM nodes WHERE last_seen = 9 ORDER BY id').all(), [{ id: 1, last_seen: 9 }, { id: 3000, last_seen: 9 }, { id: 6000, last_seen: 9 }], 'last-seen flush, entries in any order');
+  db.close();
+});
+
+t.test('a failed checkpoint worker hands checkpoints back to SQLite', async (t) => {
+  const failed = await new Promise<Error>((resolve) => new WalCheckpointer(join(tmpdir(), 'no-such-dir-' + process.pid, 'r.db'), 10, resolve));
+  t.match(failed.message, /unable to open|directory|exited/i, `onFailure called: ${failed.message}`);
 });
 
 t.test('a newer schema than the build is refused', async (t) => {
