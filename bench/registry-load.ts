@@ -15,14 +15,17 @@
  * generator the generator's signing must not eat the registry's CPU. The registry does all its work:
  * freshness, replay cache, Ed25519 verification.
  *
- *   (env PILOT_BENCH_REGISTRY_NODE_ARGS="--cpu-prof --cpu-prof-dir=D" profiles the registry process)
+ *   (env PILOT_BENCH_REGISTRY_NODE_ARGS="--cpu-prof --cpu-prof-dir=D" profiles the registry process;
+ *    PILOT_BENCH_REGISTRY_CONFIG='{"verify_workers":1}' adds registry config keys)
  *   node dist/bench/registry-load.js [--nodes N] [--seconds S] [--connections C] [--window W]
  *                                    [--hb-rate R] [--lookup-rate R] [--store-sync full|normal]
+ *                                    [--phases hb,paced,lookup,resolve] [--paced-runs N]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RegistryClient, type NodeAuth, type Signer } from '../registry/client.js';
@@ -51,6 +54,8 @@ const LOOKUP_RATE = arg('lookup-rate', 2000);
 const STORE_SYNC = arg('store-sync', 'full');
 const PUBLIC_NODES = Math.min(1000, NODES);
 const WATCHDOG_MIN = arg('watchdog-min', 20);
+/** Paced-heartbeat runs (the reported p99 is their median, as the other benchmarks' median of 3). */
+const PACED_RUNS = arg('paced-runs', 3);
 /** Phases to run (comma list of hb, paced, lookup, resolve; default all): profile one at a time. */
 const PHASES = new Set(arg('phases', 'hb,paced,lookup,resolve').split(','));
 
@@ -97,7 +102,7 @@ class Latencies {
 
 async function startRegistry(dataDir: string): Promise<{ proc: ChildProcess; port: number }> {
   const cfg = join(dataDir, 'bench-config.json');
-  writeFileSync(cfg, JSON.stringify({ rate_limits: false, log_level: 'warn', max_pipeline: 1024, store_sync: STORE_SYNC }));
+  writeFileSync(cfg, JSON.stringify({ rate_limits: false, log_level: 'warn', max_pipeline: 1024, store_sync: STORE_SYNC, ...JSON.parse(process.env.PILOT_BENCH_REGISTRY_CONFIG ?? '{}') }));
   const proc = spawn(
     process.execPath,
     ['--expose-gc', ...(process.env.PILOT_BENCH_REGISTRY_NODE_ARGS ?? '').split(' ').filter(Boolean), MAIN, '--listen', '127.0.0.1:0', '--no-beacon', '--data-dir', join(dataDir, 'data'), '--admin-token', ADMIN, '--config', cfg],
@@ -335,25 +340,37 @@ async function main(): Promise<void> {
     console.log(`  CPU per heartbeat (incl. the concurrent lookups): registry ${fmt(hbMax.regUs)} µs (${hbMax.threads}), generator ${fmt(hbMax.genUs)} µs`);
     }
 
-    const hbLat = new Latencies();
-    let hbPacedRate = NaN;
-    if (PHASES.has('paced')) {
-    // ---- heartbeats paced at HB_RATE, with concurrent paced lookups
-    const bgLat = new Latencies();
-    const heartbeatOp = fromPool(presign(Math.round(HB_RATE * (SECONDS + 2)), heartbeatReq), heartbeatReq);
-    const bg = paced(side, LOOKUP_RATE, lookupOp, bgLat);
-    await admin.adminStats(ADMIN); // resets the registry's event-loop delay histogram
-    const cpu0 = procCpuSeconds(proc.pid);
-    const hb = paced(clients, HB_RATE, heartbeatOp, hbLat);
-    await new Promise((r) => setTimeout(r, SECONDS * 1000));
-    const loop = (await admin.adminStats(ADMIN)).event_loop_delay;
-    const hbPaced = await hb.stop();
-    const bg2 = await bg.stop();
-    const pacedCpu = procCpuSeconds(proc.pid) - cpu0;
-    hbPacedRate = hbPaced.done / hbPaced.seconds;
-    console.log(`heartbeats paced at ${fmt(HB_RATE)}/s: achieved ${fmt(hbPacedRate)}/s, p50 ${fmt(hbLat.pct(50), 2)} ms, p99 ${fmt(hbLat.pct(99), 2)} ms; concurrent lookups ${fmt(bg2.done / bg2.seconds)}/s p99 ${fmt(bgLat.pct(99), 2)} ms`);
-    console.log(`  registry event-loop delay meanwhile: p50 ${fmt(loop?.p50_ms ?? NaN, 2)} ms, p99 ${fmt(loop?.p99_ms ?? NaN, 2)} ms, max ${fmt(loop?.max_ms ?? NaN, 2)} ms; registry CPU ${fmt((100 * pacedCpu) / hbPaced.seconds)} % of one core`);
+    // ---- heartbeats paced at HB_RATE, with concurrent paced lookups; PACED_RUNS runs, median p99
+    const pacedResults: Array<{ p50: number; p99: number; rate: number }> = [];
+    for (let run = 1; PHASES.has('paced') && run <= PACED_RUNS; run++) {
+      const hbLat = new Latencies();
+      const bgLat = new Latencies();
+      const heartbeatOp = fromPool(presign(Math.round(HB_RATE * (SECONDS + 2)), heartbeatReq), heartbeatReq);
+      const bg = paced(side, LOOKUP_RATE, lookupOp, bgLat);
+      await admin.adminStats(ADMIN); // resets the registry's event-loop delay histogram
+      const cpu0 = procCpuSeconds(proc.pid);
+      const th0 = threadCpuSeconds(proc.pid);
+      const g0 = process.cpuUsage();
+      const genLoop = monitorEventLoopDelay({ resolution: 1 });
+      genLoop.enable();
+      const hb = paced(clients, HB_RATE, heartbeatOp, hbLat);
+      await new Promise((r) => setTimeout(r, SECONDS * 1000));
+      genLoop.disable();
+      const loop = (await admin.adminStats(ADMIN)).event_loop_delay;
+      const hbPaced = await hb.stop();
+      const bg2 = await bg.stop();
+      const pacedCpu = procCpuSeconds(proc.pid) - cpu0;
+      const g = process.cpuUsage(g0);
+      pacedResults.push({ p50: hbLat.pct(50), p99: hbLat.pct(99), rate: hbPaced.done / hbPaced.seconds });
+      console.log(`heartbeats paced at ${fmt(HB_RATE)}/s (run ${run}/${PACED_RUNS}): achieved ${fmt(hbPaced.done / hbPaced.seconds)}/s, p50 ${fmt(hbLat.pct(50), 2)} ms, p99 ${fmt(hbLat.pct(99), 2)} ms; concurrent lookups ${fmt(bg2.done / bg2.seconds)}/s p99 ${fmt(bgLat.pct(99), 2)} ms`);
+      console.log(`  registry event-loop delay meanwhile: p50 ${fmt(loop?.p50_ms ?? NaN, 2)} ms, p99 ${fmt(loop?.p99_ms ?? NaN, 2)} ms, max ${fmt(loop?.max_ms ?? NaN, 2)} ms; generator's p99 ${fmt(genLoop.percentile(99) / 1e6, 2)} ms`);
+      console.log(`  CPU: registry ${fmt((100 * pacedCpu) / hbPaced.seconds)} % of one core, per heartbeat (incl. the lookups) ${threadBreakdown(proc.pid, th0, threadCpuSeconds(proc.pid), hbPaced.done)} µs; generator ${fmt((g.user + g.system) / hbPaced.done)} µs`);
     }
+    const median = (xs: number[]): number => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!);
+    const pacedP99 = median(pacedResults.map((r) => r.p99));
+    const pacedP50 = median(pacedResults.map((r) => r.p50));
+    const hbPacedRate = median(pacedResults.map((r) => r.rate));
+    const pacedP99s = pacedResults.map((r) => round(r.p99, 2));
 
     // ---- lookups, closed loop
     const luLat = new Latencies();
@@ -372,8 +389,8 @@ async function main(): Promise<void> {
 
     const rows: Array<[string, string, string, string]> = [
       ['registry.heartbeats_signed', fmt(hbMaxRate), 'ops/s', '≥ 5,000'],
-      ['registry.heartbeat_p99_ms', fmt(hbLat.pct(99), 2), 'ms', `< 20 (paced ${fmt(HB_RATE)}/s)`],
-      ['registry.heartbeat_p50_ms', fmt(hbLat.pct(50), 2), 'ms', ''],
+      ['registry.heartbeat_p99_ms', fmt(pacedP99, 2), 'ms', `< 20 (paced ${fmt(HB_RATE)}/s, median of ${pacedResults.length}: ${pacedP99s.join(' / ')})`],
+      ['registry.heartbeat_p50_ms', fmt(pacedP50, 2), 'ms', ''],
       ['registry.heartbeats_paced', fmt(hbPacedRate), 'ops/s', `offered ${fmt(HB_RATE)}/s`],
       ['registry.lookups', fmt(luRate), 'ops/s', '≥ 30,000'],
       ['registry.lookup_p99_ms', fmt(luLat.pct(99), 2), 'ms', ''],
@@ -387,9 +404,9 @@ async function main(): Promise<void> {
 
     const results = [
       { id: 'registry.heartbeats_signed', value: round(hbMaxRate), unit: 'ops/s', runs: [round(hbMaxRate)] },
-      { id: 'registry.heartbeat_p99_ms', value: round(hbLat.pct(99), 2), unit: 'ms', runs: [round(hbLat.pct(99), 2)] },
-      { id: 'registry.heartbeat_p50_ms', value: round(hbLat.pct(50), 2), unit: 'ms', runs: [round(hbLat.pct(50), 2)] },
-      { id: 'registry.heartbeats_paced', value: round(hbPacedRate), unit: 'ops/s', runs: [round(hbPacedRate)] },
+      { id: 'registry.heartbeat_p99_ms', value: round(pacedP99, 2), unit: 'ms', runs: pacedP99s },
+      { id: 'registry.heartbeat_p50_ms', value: round(pacedP50, 2), unit: 'ms', runs: pacedResults.map((r) => round(r.p50, 2)) },
+      { id: 'registry.heartbeats_paced', value: round(hbPacedRate), unit: 'ops/s', runs: pacedResults.map((r) => round(r.rate)) },
       { id: 'registry.lookups', value: round(luRate), unit: 'ops/s', runs: [round(luRate)] },
       { id: 'registry.lookup_p99_ms', value: round(luLat.pct(99), 2), unit: 'ms', runs: [round(luLat.pct(99), 2)] },
       { id: 'registry.resolves', value: round(reRate), unit: 'ops/s', runs: [round(reRate)] },
