@@ -54,29 +54,28 @@ function nodeRow(id: number): Mutation {
   };
 }
 
-/** 3 commits of 2,000 rows of ≈ 2 KiB: > 12 MiB of WAL, three times SQLite's automatic checkpoint threshold. */
-async function writeManyPages(store: SqliteStore): Promise<void> {
-  for (let i = 0; i < 3; i++) await store.commit(Array.from({ length: 2000 }, (_, j) => nodeRow(i * 2000 + j + 1)));
-}
-
-t.test('commits never checkpoint the WAL themselves (the checkpoint worker does)', async (t) => {
+/**
+ * A store on a fresh file, then 3 commits of 2,000 rows of ≈ 2 KiB: > 12 MiB of WAL, three times SQLite's
+ * automatic checkpoint threshold. `before`: the database file's size before the commits.
+ */
+async function storeWithManyPages(t: { teardown(fn: () => unknown): void }, checkpointIntervalMs: number): Promise<{ store: SqliteStore; path: string; before: number }> {
   const path = join(tempDir(t), 'r.db');
-  const store = new SqliteStore({ path, checkpointIntervalMs: 3_600_000 });
+  const store = new SqliteStore({ path, checkpointIntervalMs });
   await store.open();
   t.teardown(() => store.close());
   const before = statSync(path).size;
-  await writeManyPages(store);
+  for (let i = 0; i < 3; i++) await store.commit(Array.from({ length: 2000 }, (_, j) => nodeRow(i * 2000 + j + 1)));
+  return { store, path, before };
+}
+
+t.test('commits never checkpoint the WAL themselves (the checkpoint worker does)', async (t) => {
+  const { path, before } = await storeWithManyPages(t, 3_600_000);
   t.equal(statSync(path).size, before, 'the database file is untouched: the rows are only in the WAL');
   t.ok(statSync(`${path}-wal`).size > 12_000_000, 'WAL holds them');
 });
 
 t.test('the checkpoint worker copies the WAL into the database file', async (t) => {
-  const path = join(tempDir(t), 'r.db');
-  const store = new SqliteStore({ path, checkpointIntervalMs: 20 });
-  await store.open();
-  t.teardown(() => store.close());
-  const before = statSync(path).size;
-  await writeManyPages(store);
+  const { store, path, before } = await storeWithManyPages(t, 20);
   const cp = store.checkpointer!;
   for (let i = 0; i < 500 && !(cp.progress.log > 0 && cp.progress.checkpointed === cp.progress.log); i++) await new Promise((r) => setTimeout(r, 10));
   t.ok(cp.progress.passes > 0 && cp.progress.log > 0, `the worker checkpointed (${JSON.stringify(cp.progress)})`);
