@@ -30,6 +30,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RegistryClient, type NodeAuth, type Signer } from '../registry/client.js';
 import { challenges } from '../registry/protocol/challenges.js';
+import { median } from './lib/results.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const MAIN = join(here, '..', 'registry', 'main.js');
@@ -348,25 +349,23 @@ async function main(): Promise<void> {
       const heartbeatOp = fromPool(presign(Math.round(HB_RATE * (SECONDS + 2)), heartbeatReq), heartbeatReq);
       const bg = paced(side, LOOKUP_RATE, lookupOp, bgLat);
       await admin.adminStats(ADMIN); // resets the registry's event-loop delay histogram
-      const cpu0 = procCpuSeconds(proc.pid);
-      const th0 = threadCpuSeconds(proc.pid);
-      const g0 = process.cpuUsage();
       const genLoop = monitorEventLoopDelay({ resolution: 1 });
-      genLoop.enable();
-      const hb = paced(clients, HB_RATE, heartbeatOp, hbLat);
-      await new Promise((r) => setTimeout(r, SECONDS * 1000));
-      genLoop.disable();
-      const loop = (await admin.adminStats(ADMIN)).event_loop_delay;
-      const hbPaced = await hb.stop();
-      const bg2 = await bg.stop();
-      const pacedCpu = procCpuSeconds(proc.pid) - cpu0;
-      const g = process.cpuUsage(g0);
-      pacedResults.push({ p50: hbLat.pct(50), p99: hbLat.pct(99), rate: hbPaced.done / hbPaced.seconds });
-      console.log(`heartbeats paced at ${fmt(HB_RATE)}/s (run ${run}/${PACED_RUNS}): achieved ${fmt(hbPaced.done / hbPaced.seconds)}/s, p50 ${fmt(hbLat.pct(50), 2)} ms, p99 ${fmt(hbLat.pct(99), 2)} ms; concurrent lookups ${fmt(bg2.done / bg2.seconds)}/s p99 ${fmt(bgLat.pct(99), 2)} ms`);
+      const hbPaced = await withCpu(proc.pid, async () => {
+        genLoop.enable();
+        const hb = paced(clients, HB_RATE, heartbeatOp, hbLat);
+        await new Promise((r) => setTimeout(r, SECONDS * 1000));
+        genLoop.disable();
+        const loop = (await admin.adminStats(ADMIN)).event_loop_delay;
+        const res = await hb.stop();
+        return { ...res, loop, lookups: await bg.stop() };
+      });
+      const { loop, lookups } = hbPaced;
+      const rate = hbPaced.done / hbPaced.seconds;
+      pacedResults.push({ p50: hbLat.pct(50), p99: hbLat.pct(99), rate });
+      console.log(`heartbeats paced at ${fmt(HB_RATE)}/s (run ${run}/${PACED_RUNS}): achieved ${fmt(rate)}/s, p50 ${fmt(hbLat.pct(50), 2)} ms, p99 ${fmt(hbLat.pct(99), 2)} ms; concurrent lookups ${fmt(lookups.done / lookups.seconds)}/s p99 ${fmt(bgLat.pct(99), 2)} ms`);
       console.log(`  registry event-loop delay meanwhile: p50 ${fmt(loop?.p50_ms ?? NaN, 2)} ms, p99 ${fmt(loop?.p99_ms ?? NaN, 2)} ms, max ${fmt(loop?.max_ms ?? NaN, 2)} ms; generator's p99 ${fmt(genLoop.percentile(99) / 1e6, 2)} ms`);
-      console.log(`  CPU: registry ${fmt((100 * pacedCpu) / hbPaced.seconds)} % of one core, per heartbeat (incl. the lookups) ${threadBreakdown(proc.pid, th0, threadCpuSeconds(proc.pid), hbPaced.done)} µs; generator ${fmt((g.user + g.system) / hbPaced.done)} µs`);
+      console.log(`  CPU: registry ${fmt((hbPaced.regUs * rate) / 1e4)} % of one core, per heartbeat (incl. the lookups) ${hbPaced.threads} µs; generator ${fmt(hbPaced.genUs)} µs`);
     }
-    const median = (xs: number[]): number => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!);
     const pacedP99 = median(pacedResults.map((r) => r.p99));
     const pacedP50 = median(pacedResults.map((r) => r.p50));
     const hbPacedRate = median(pacedResults.map((r) => r.rate));
