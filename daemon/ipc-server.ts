@@ -22,7 +22,6 @@ import { Addr } from '../transport/address.js';
 import { PilotError } from '../transport/errors.js';
 import type { Connection, Listener, DatagramSocket } from '../transport/host.js';
 import {
-  dataFrameHeader,
   decodeIpcMessage,
   encodeIpcMessage,
   errorResponse,
@@ -47,6 +46,7 @@ import {
   type IpcMessage,
   type IpcValue,
   type JsonObject,
+  writeDataFrame,
 } from './ipc/protocol.js';
 import { ByteQueue } from './ipc/bytequeue.js';
 import { NetworkOpError } from './ipc/network-ops.js';
@@ -746,13 +746,9 @@ class IpcClient {
     this.checkBacklog();
   }
 
-  /** A Data frame: header and payload slices in one gathered write, no copy. */
   private writeData(conn: number, pieces: Buffer[], length: number): void {
     if (this.dead) return;
-    this.s.cork();
-    this.s.write(dataFrameHeader(conn, length));
-    for (const p of pieces) this.s.write(p);
-    this.s.uncork();
+    writeDataFrame(this.s, conn, pieces, length);
     this.checkBacklog();
   }
 

@@ -6,10 +6,10 @@
 import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import {
-  dataFrameHeader,
   decodeIpcMessage,
   encodeIpcMessage,
   IpcFrameDecoder,
+  writeDataFrame,
   type IpcDataFrame,
   type IpcEventBody,
   type IpcMap,
@@ -99,13 +99,9 @@ export class IpcClient extends EventEmitter {
     this.sock.write(encodeIpcMessage({ type: 'request', id: 0, body: { ...args, op } }));
   }
 
-  /** Send stream bytes as one Data frame: header and slices in one gathered write, no copy. */
+  /** Send stream bytes as one Data frame. */
   sendData(conn: number, pieces: Buffer[], length: number): void {
-    if (this.closedErr) return;
-    this.sock.cork();
-    this.sock.write(dataFrameHeader(conn, length));
-    for (const p of pieces) this.sock.write(p);
-    this.sock.uncork();
+    if (!this.closedErr) writeDataFrame(this.sock, conn, pieces, length);
   }
 
   onConn(conn: number, h: EventHandler | null): void {

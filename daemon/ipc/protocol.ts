@@ -60,6 +60,7 @@
  * Addresses in the extension protocol are text (`N:NNNN.HHHH.LLLL`); node IDs are numbers.
  * The op catalogue {@link IpcOps} is an open interface: the daemon adds ops by declaration merging.
  */
+import type { Writable } from 'node:stream';
 import { Packr } from 'msgpackr';
 import { Addr } from '../../transport/address.js';
 import { PilotError } from '../../transport/errors.js';
@@ -411,6 +412,14 @@ export function dataFrameHeader(conn: number, length: number): Buffer {
   h[4] = IpcCmd.Data;
   h.writeUInt32BE(conn >>> 0, 5);
   return h;
+}
+
+/** Write one Data frame: header and payload slices in one gathered (corked) write, no copy. */
+export function writeDataFrame(sock: Pick<Writable, 'cork' | 'uncork' | 'write'>, conn: number, pieces: readonly Buffer[], length: number): void {
+  sock.cork();
+  sock.write(dataFrameHeader(conn, length));
+  for (const p of pieces) sock.write(p);
+  sock.uncork();
 }
 
 /** Encode without the length prefix (command ‖ payload), the unit {@link decodeIpcMessage} takes. */
