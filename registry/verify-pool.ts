@@ -108,7 +108,7 @@ export class VerifyPool implements Verifier {
     }
     // Key affinity: a key goes to the same worker each time, so one node's signed requests finish
     // verification, and take effect, in the order it sent them (a worker answers its batches in order;
-    // spreading a key over workers made daemons miss push events). A worker already `SPILL_AFTER` jobs
+    // with a key spread over workers a daemon test missed push events). A worker already `SPILL_AFTER` jobs
     // behind the least-loaded one sends its overflow there instead: a descheduled or slow worker never
     // holds up the queue (no head-of-line blocking), at the price of order for that overflow.
     const groups: Job[][] = Array.from({ length: n }, () => []);
