@@ -107,10 +107,11 @@ export class VerifyPool implements Verifier {
       return;
     }
     // Key affinity: a key goes to the same worker each time, so one node's signed requests finish
-    // verification, and take effect, in the order it sent them (a worker answers its batches in order;
-    // with a key spread over workers a daemon test missed push events). A worker already `SPILL_AFTER` jobs
-    // behind the least-loaded one sends its overflow there instead: a descheduled or slow worker never
-    // holds up the queue (no head-of-line blocking), at the price of order for that overflow.
+    // verification, and take effect, in the order it sent them (a worker answers its batches in
+    // order; with a key spread over workers a daemon test missed push events). A worker already
+    // `SPILL_AFTER` jobs behind the least-loaded one sends its overflow there instead: a descheduled
+    // or slow worker never holds up the queue (no head-of-line blocking), at the price of order for
+    // that overflow.
     const groups: Job[][] = Array.from({ length: n }, () => []);
     let least = this.slots[0]!.outstanding;
     for (const s of this.slots) if (s.outstanding < least) least = s.outstanding;
