@@ -9,8 +9,9 @@ import { PilotError } from './errors.js';
 /**
  * A small wrapper over one node:dgram socket (DESIGN.md: no promise per packet, big buffers, counters).
  *
- * - `send()` is fire-and-forget. IP literals skip dgram's DNS step (a custom lookup answers
- *   synchronously instead of deferring every datagram to the next tick); errors are counted, not thrown.
+ * - `send()` is fire-and-forget: frames are queued and handed to the kernel together once the current
+ *   callback returns (see `flushQueued`). IP literals skip dgram's DNS step (a custom lookup answers
+ *   synchronously instead of a DNS call per datagram); errors are counted, not thrown.
  * - Asks the kernel for 4 MiB receive/send buffers and reports what it granted; if less, warns once
  *   with the sysctl that raises the cap (Linux: net.core.rmem_max / wmem_max).
  * - IPv4 and IPv6: binding "::" gives a dual-stack socket. IPv4 peers then appear as plain dotted
@@ -73,6 +74,11 @@ export class UdpEndpoint extends EventEmitter<UdpEndpointEvents> {
   private readonly onSendDone = (err: Error | null): void => {
     if (err) this.countSendError(err);
   };
+  // Frames waiting for flushQueued, as parallel arrays (no object per datagram).
+  private queuedData: Array<Buffer | readonly Buffer[]> = [];
+  private queuedPort: number[] = [];
+  private queuedHost: string[] = [];
+  private flushScheduled = false;
 
   constructor(opts: UdpEndpointOptions = {}) {
     super();
@@ -140,24 +146,55 @@ export class UdpEndpoint extends EventEmitter<UdpEndpointEvents> {
     return { address: a.address, port: a.port, family: a.family === 'IPv6' ? 'IPv6' : 'IPv4' };
   }
 
-  /** Send one datagram (a buffer list is sent as one datagram, gathered without copying). Never throws. */
+  /**
+   * Send one datagram (a buffer list is sent as one datagram, gathered without copying). Never throws.
+   * The caller must not modify the buffers afterwards: they leave when the current callback returns.
+   */
   send(data: Buffer | readonly Buffer[], port: number, host: string): void {
-    const socket = this.socket;
-    if (!socket || this.closing) {
+    if (!this.socket || this.closing) {
       this.sendErrors++;
       return;
     }
-    let bytes = 0;
-    if (Buffer.isBuffer(data)) bytes = data.length;
-    else for (let i = 0; i < data.length; i++) bytes += data[i]!.length;
-    try {
-      socket.send(data as Buffer | Buffer[], port, host, this.onSendDone);
-      this.packetsSent++;
-      this.bytesSent += bytes;
-    } catch (err) {
-      this.countSendError(err as Error);
+    this.queuedData.push(data);
+    this.queuedPort.push(port);
+    this.queuedHost.push(host);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      process.nextTick(this.flushQueued);
     }
   }
+
+  /**
+   * Hand every queued frame to the kernel, back to back. Interleaving each sendmsg with sealing and
+   * stream-engine work costs about twice the kernel time per datagram (its UDP path is cold in the CPU
+   * caches every time); batching them gave ≈15 % more goodput at 1200-byte payloads (README, transport).
+   */
+  private readonly flushQueued = (): void => {
+    this.flushScheduled = false;
+    const data = this.queuedData;
+    const ports = this.queuedPort;
+    const hosts = this.queuedHost;
+    if (data.length === 0) return;
+    this.queuedData = [];
+    this.queuedPort = [];
+    this.queuedHost = [];
+    const socket = this.socket;
+    for (let i = 0; i < data.length; i++) {
+      const d = data[i]!;
+      if (!socket) {
+        this.sendErrors++;
+        continue;
+      }
+      try {
+        socket.send(d as Buffer | Buffer[], ports[i]!, hosts[i]!, this.onSendDone);
+        this.packetsSent++;
+        if (Buffer.isBuffer(d)) this.bytesSent += d.length;
+        else for (let j = 0; j < d.length; j++) this.bytesSent += d[j]!.length;
+      } catch (err) {
+        this.countSendError(err as Error);
+      }
+    }
+  };
 
   /** Counters; `kernel_drops` is read from /proc/net/udp* now (Linux only). */
   stats(): UdpStats {
@@ -193,6 +230,7 @@ export class UdpEndpoint extends EventEmitter<UdpEndpointEvents> {
     const socket = this.socket;
     if (!socket) return;
     if (!this.closing) {
+      this.flushQueued(); // what was sent before close() still leaves (FINs, deregistrations)
       this.closing = new Promise<void>((resolve) => {
         socket.close(() => {
           this.socket = null;

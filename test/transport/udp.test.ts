@@ -44,6 +44,23 @@ t.test('bind, send a buffer and a gathered buffer list, receive, count', async (
   t.equal(sb.send_errors, 0);
 });
 
+t.test('sends leave in order, together, when the current callback returns; close() still sends what was queued', async (t) => {
+  const a = await endpoint(t);
+  const b = await endpoint(t);
+  const got: string[] = [];
+  b.on('message', (m) => got.push(m.toString()));
+  for (let i = 0; i < 50; i++) a.send(Buffer.from(`m${i}`), b.address().port, '127.0.0.1');
+  t.equal(a.stats().packets_sent, 0, 'nothing handed to the kernel inside the sending callback');
+  await new Promise((r) => process.nextTick(r));
+  t.equal(a.stats().packets_sent, 50, 'all handed over by the next tick');
+  a.send(Buffer.from('last'), b.address().port, '127.0.0.1');
+  await a.close();
+  a.send(Buffer.from('after close'), b.address().port, '127.0.0.1');
+  for (let i = 0; i < 100 && got.length < 51; i++) await new Promise((r) => setTimeout(r, 5));
+  t.same(got, [...Array.from({ length: 50 }, (_, i) => `m${i}`), 'last'], 'in order; the frame queued before close() was sent');
+  t.equal(a.stats().send_errors, 1, 'a send after close is counted, not sent');
+});
+
 t.test('socket buffers: 4 MiB requested, what the kernel granted is reported', async (t) => {
   const ep = await endpoint(t);
   const s = ep.stats();
