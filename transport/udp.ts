@@ -179,12 +179,12 @@ export class UdpEndpoint extends EventEmitter<UdpEndpointEvents> {
     this.queuedPort = [];
     this.queuedHost = [];
     const socket = this.socket;
+    if (!socket) {
+      this.sendErrors += data.length;
+      return;
+    }
     for (let i = 0; i < data.length; i++) {
       const d = data[i]!;
-      if (!socket) {
-        this.sendErrors++;
-        continue;
-      }
       try {
         socket.send(d as Buffer | Buffer[], ports[i]!, hosts[i]!, this.onSendDone);
         this.packetsSent++;
