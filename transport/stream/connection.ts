@@ -21,6 +21,8 @@ export const WINDOW_UNIT = 4096;
 const RECV_SLACK = 128 * 1024;
 /** Highest ACK-reported ranges per ACK train (4 blocks per SACK packet). */
 const MAX_SACK_PACKETS = 4;
+/** Received in-order payloads averaging at most this many bytes are joined into one push per turn. */
+const JOIN_BELOW = 2048;
 const DUP_THRESH = 3;
 /** Pacing: send while the pacing clock is at most this far ahead of now; catch up at most this much after idling. */
 const PACING_QUANTUM_MS = 1;
@@ -169,6 +171,13 @@ export class Connection extends Duplex implements Timed, FlushTarget {
   // --- stats ---
   private bytesSent = 0;
   private bytesRecv = 0;
+  /**
+   * In-order payloads received this event-loop turn, pushed to the Readable at the end of the turn
+   * (flush): one push per UDP datagram schedules a nextTick and a tick-queue run per datagram callback,
+   * which cost more than the stream work itself at 1200-byte payloads.
+   */
+  private received: Buffer[] = [];
+  private receivedBytes = 0;
   private segsSent = 0;
   private segsRecv = 0;
   private retransmits = 0;
@@ -265,7 +274,7 @@ export class Connection extends Duplex implements Timed, FlushTarget {
       rto_timeouts: this.rtoCount,
       dup_segs_recv: this.dupSegsRecv,
       send_queue: Math.max(0, this.sendBuf.end - Math.max(this.sndUna, this.sendBuf.start)),
-      recv_queue: this.readableLength,
+      recv_queue: this.readableLength + this.receivedBytes,
     };
   }
 
@@ -592,7 +601,7 @@ export class Connection extends Duplex implements Timed, FlushTarget {
       return;
     }
     const hadOoo = !this.reasm.empty;
-    const held = this.readableLength + this.reasm.bytes;
+    const held = this.readableLength + this.receivedBytes + this.reasm.bytes;
     if (seq <= this.rcvNxt) {
       const data = seq < this.rcvNxt ? payload.subarray(this.rcvNxt - seq) : payload;
       if (held + data.length > this.cfg.recvBuffer + RECV_SLACK) {
@@ -630,7 +639,22 @@ export class Connection extends Duplex implements Timed, FlushTarget {
 
   private deliver(data: Buffer): void {
     this.bytesRecv += data.length;
-    if (!this.destroyed) this.push(data);
+    if (this.destroyed) return;
+    this.received.push(data);
+    this.receivedBytes += data.length;
+  }
+
+  /** Hand this turn's in-order payloads to the Readable (before EOF, teardown or the end-of-turn flush). */
+  private releaseReceived(): void {
+    if (this.receivedBytes === 0) return;
+    const list = this.received;
+    const bytes = this.receivedBytes;
+    this.received = [];
+    this.receivedBytes = 0;
+    if (this.destroyed) return;
+    // Small segments are joined (a copy of ~1 KiB costs less than a push); large ones go as they are.
+    if (list.length > 1 && bytes <= list.length * JOIN_BELOW) this.push(Buffer.concat(list, bytes));
+    else for (let i = 0; i < list.length; i++) this.push(list[i]);
   }
 
   private processFin(finSeq: number, now: number): void {
@@ -655,6 +679,7 @@ export class Connection extends Duplex implements Timed, FlushTarget {
     this.finWaitAt = Infinity;
     this.rcvNxt = this.peerFinSeq + 1;
     this.reasm.clear();
+    this.releaseReceived();
     if (!this.destroyed) this.push(null);
     this.maybeTimeWait();
   }
@@ -682,6 +707,7 @@ export class Connection extends Duplex implements Timed, FlushTarget {
   /** @internal End-of-turn work: send what windows allow, then the ACK the receive side owes. */
   flush(): void {
     this.dirty = false;
+    this.releaseReceived();
     if (this.gone || this.dialing) return;
     const now = this.host.clock.now();
     if (!this.timeWait) this.trySend(now);
@@ -890,7 +916,7 @@ export class Connection extends Duplex implements Timed, FlushTarget {
 
   /** Free receive window in 4096-byte units: what the application has not read counts against it. */
   private advWindowUnits(): number {
-    const free = this.cfg.recvBuffer - this.readableLength - this.reasm.bytes;
+    const free = this.cfg.recvBuffer - this.readableLength - this.receivedBytes - this.reasm.bytes;
     if (free <= 0) return 0;
     const u = Math.floor(free / WINDOW_UNIT);
     return u > 0xffff ? 0xffff : u;
@@ -1177,6 +1203,7 @@ export class Connection extends Duplex implements Timed, FlushTarget {
 
   private closeNow(): void {
     if (this.gone && !this.timeWait) return;
+    this.releaseReceived();
     this.gone = true;
     this.timeWait = false;
     this.rtoAt = this.tlpAt = this.rackAt = this.paceAt = this.nagleAt = this.persistAt = Infinity;
