@@ -273,3 +273,24 @@ t.test('data that looks like a v1 SACK option is never sent as an ambiguous segm
   t.ok(dataPackets > 0);
   t.equal(ambiguous, 0, 'no data segment from A parses as SACK');
 });
+
+t.test('segments that arrive in one turn reach the reader as one chunk, in order, before EOF', async (t) => {
+  const { net, a, b } = pair({ link: { delayMs: 5 }, config: { initialUdpPayload: 1200, maxUdpPayload: 1200 } });
+  t.teardown(() => net.closeAll());
+  const box = nextConnection(b.listen(30));
+  const client = await dial(net, a, 2, 30, { noDelay: true });
+  await net.clock.run(() => !!box.conn);
+  const server = box.conn!;
+  const chunks: number[] = [];
+  let endedAfter = -1;
+  server.on('data', (d: Buffer) => chunks.push(d.length));
+  server.on('end', () => (endedAfter = chunks.length));
+  const sink = new Sink(server);
+  const data = bytes(200_000, 7);
+  client.end(data);
+  await net.clock.run(() => sink.ended);
+  t.equal(sink.digest(), sha256(data), 'every byte, in order');
+  t.equal(endedAfter, chunks.length, "'end' only after the last chunk");
+  const segments = server.info().segs_recv;
+  t.ok(chunks.length < segments / 4, `${chunks.length} chunks for ${segments} segments received`);
+});
