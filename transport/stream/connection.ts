@@ -274,7 +274,7 @@ export class Connection extends Duplex implements Timed, FlushTarget {
       rto_timeouts: this.rtoCount,
       dup_segs_recv: this.dupSegsRecv,
       send_queue: Math.max(0, this.sendBuf.end - Math.max(this.sndUna, this.sendBuf.start)),
-      recv_queue: this.readableLength + this.receivedBytes,
+      recv_queue: this.unreadBytes,
     };
   }
 
@@ -601,7 +601,7 @@ export class Connection extends Duplex implements Timed, FlushTarget {
       return;
     }
     const hadOoo = !this.reasm.empty;
-    const held = this.readableLength + this.receivedBytes + this.reasm.bytes;
+    const held = this.unreadBytes + this.reasm.bytes;
     if (seq <= this.rcvNxt) {
       const data = seq < this.rcvNxt ? payload.subarray(this.rcvNxt - seq) : payload;
       if (held + data.length > this.cfg.recvBuffer + RECV_SLACK) {
@@ -642,6 +642,11 @@ export class Connection extends Duplex implements Timed, FlushTarget {
     if (this.destroyed) return;
     this.received.push(data);
     this.receivedBytes += data.length;
+  }
+
+  /** In-order bytes the application has not read yet: in the Readable or still held for this turn's push. */
+  private get unreadBytes(): number {
+    return this.readableLength + this.receivedBytes;
   }
 
   /** Hand this turn's in-order payloads to the Readable (before EOF, teardown or the end-of-turn flush). */
@@ -916,7 +921,7 @@ export class Connection extends Duplex implements Timed, FlushTarget {
 
   /** Free receive window in 4096-byte units: what the application has not read counts against it. */
   private advWindowUnits(): number {
-    const free = this.cfg.recvBuffer - this.readableLength - this.receivedBytes - this.reasm.bytes;
+    const free = this.cfg.recvBuffer - this.unreadBytes - this.reasm.bytes;
     if (free <= 0) return 0;
     const u = Math.floor(free / WINDOW_UNIT);
     return u > 0xffff ? 0xffff : u;
