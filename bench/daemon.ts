@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Pilot, bench, serveDiscard } from '../ctl/index.js';
 import { DAEMON_NODE_FLAGS } from '../daemon/node-flags.js';
+import { REGISTRY_NODE_FLAGS } from '../registry/node-flags.js';
 import { fmt, printTable, writeResults, type BenchResult } from './lib/results.js';
 import { runStream } from './transport.js';
 
@@ -26,7 +27,7 @@ function arg(name: string, def: string): string {
 /** Start a binary and resolve with the first stdout line that `match` accepts. */
 async function startProcess(script: string, args: string[], match: (line: string) => string | null): Promise<{ proc: ChildProcess; value: string }> {
   const prof = process.env.BENCH_PROFILE_DIR; // V8 CPU profiles of the registry and daemons, as for bench children
-  const execArgv = [...(script === 'daemon/main.js' ? DAEMON_NODE_FLAGS : []), ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [])];
+  const execArgv = [...(script === 'daemon/main.js' ? DAEMON_NODE_FLAGS : REGISTRY_NODE_FLAGS), ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [])];
   const proc = spawn(process.execPath, [...execArgv, join(dist, script), ...args], { stdio: ['ignore', 'pipe', 'ignore'] });
   const lines = createInterface({ input: proc.stdout! });
   const value = await new Promise<string>((resolve, reject) => {

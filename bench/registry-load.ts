@@ -32,6 +32,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RegistryClient, type NodeAuth, type Signer } from '../registry/client.js';
 import { challenges } from '../registry/protocol/challenges.js';
+import { REGISTRY_NODE_FLAGS } from '../registry/node-flags.js';
 import { median } from './lib/results.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -116,7 +117,7 @@ async function startRegistry(dataDir: string): Promise<{ proc: ChildProcess; por
   writeFileSync(cfg, JSON.stringify({ rate_limits: false, log_level: 'warn', max_pipeline: 1024, store_sync: STORE_SYNC, ...JSON.parse(process.env.PILOT_BENCH_REGISTRY_CONFIG ?? '{}') }));
   const proc = spawn(
     process.execPath,
-    ['--expose-gc', ...(process.env.PILOT_BENCH_REGISTRY_NODE_ARGS ?? '').split(' ').filter(Boolean), MAIN, '--listen', '127.0.0.1:0', '--no-beacon', '--data-dir', join(dataDir, 'data'), '--admin-token', ADMIN, '--config', cfg],
+    ['--expose-gc', ...REGISTRY_NODE_FLAGS, ...(process.env.PILOT_BENCH_REGISTRY_NODE_ARGS ?? '').split(' ').filter(Boolean), MAIN, '--listen', '127.0.0.1:0', '--no-beacon', '--data-dir', join(dataDir, 'data'), '--admin-token', ADMIN, '--config', cfg],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
   let out = '';

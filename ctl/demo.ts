@@ -10,6 +10,7 @@ import { basename, dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { DAEMON_NODE_FLAGS } from '../daemon/node-flags.js';
+import { REGISTRY_NODE_FLAGS } from '../registry/node-flags.js';
 
 const dist = join(dirname(fileURLToPath(import.meta.url)), '..');
 const keep = process.argv.includes('--keep');
@@ -24,7 +25,7 @@ function say(text: string): void {
 function start(script: string, args: string[], logName: string, match: (line: string) => string | null): Promise<string> {
   const log = join(dir, `${logName}.log`);
   writeFileSync(log, '');
-  const flags = script === 'daemon/main.js' ? DAEMON_NODE_FLAGS : [];
+  const flags = script === 'daemon/main.js' ? DAEMON_NODE_FLAGS : REGISTRY_NODE_FLAGS;
   const proc = spawn(process.execPath, [...flags, join(dist, script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   procs.push(proc);
   proc.stderr!.on('data', (d: Buffer) => writeFileSync(log, d, { flag: 'a' }));

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { REGISTRY_NODE_FLAGS } from '../../registry/node-flags.js';
 
 /** The compiled `pilot-registry` entry point (tests run from dist/). */
 export const MAIN = fileURLToPath(new URL('../../registry/main.js', import.meta.url));
@@ -14,7 +15,7 @@ export interface RegistryProcess {
 
 /** Start `pilot-registry` and wait for its "listening on" line. Killed at teardown. */
 export async function startRegistryProcess(t: { teardown(fn: () => unknown): void }, args: string[], env: NodeJS.ProcessEnv = {}): Promise<RegistryProcess> {
-  const proc = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const proc = spawn(process.execPath, [...REGISTRY_NODE_FLAGS, MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   let err = '';
   proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
