@@ -1,6 +1,6 @@
 /**
- * V8 flags pilot-registry runs with (the `pilot-registry` shebang carries the same list; everything that
- * spawns the registry passes these).
+ * V8 flags pilot-registry runs with (the `pilot-registry` shebang carries the same list; the demo, the
+ * benchmarks and the registry test helper pass these).
  *
  * Why: under signed load the registry's request objects (frames, parsed JSON, promises waiting for a verify
  * worker) live a few milliseconds, but with V8's default 16 MiB semi-space a scavenge runs every ≈ 0.3 s
