@@ -9,11 +9,11 @@
 // include the IPC hop a user's program pays); results as natpunch.daemon_path_*.
 //
 //   npx tsc -p . && node dist/bench/nat-paths.js [--daemons] [--mib 64] [--pings 50] [--udp-payload 1472 (test peers only)] [--no-write]
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { rigAvailable, type Host } from '../test/rigs/netns.js';
 import { natWorld, PeerProc } from '../test/natpunch/rig-helpers.js';
 import { DaemonWorld, trust, transfer, type DaemonProc } from '../test/natpunch/rig-daemon-helpers.js';
+import { procCpuSeconds } from './lib/proc.js';
 import { fmt, median, printTable, writeResults, type BenchResult } from './lib/results.js';
 
 const argv = process.argv;
@@ -125,20 +125,14 @@ async function main(): Promise<void> {
   }
 }
 
-/** CPU time (user + system, ms) of a process from /proc (the registry runs in another namespace). */
-function cpuMsOf(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-}
-
 async function measureDaemons(a: DaemonProc, b: DaemonProc, registryPid: number | null): Promise<PathFigures> {
   await trust(a, b);
   await transfer(a, b, 2 * MiB); // warm-up: path chosen, stream window open
-  const cpu0 = registryPid ? cpuMsOf(registryPid) : 0;
+  const cpu0 = registryPid ? procCpuSeconds(registryPid) * 1000 : 0;
   const t0 = performance.now();
   const r = await transfer(a, b, MIB * MiB);
   const wallMs = performance.now() - t0;
-  const cpuMs = registryPid ? cpuMsOf(registryPid) - cpu0 : 0;
+  const cpuMs = registryPid ? procCpuSeconds(registryPid) * 1000 - cpu0 : 0;
   const rtts: number[] = [];
   for (let i = 0; i < PINGS; i++) rtts.push(await a.pilot.ping(b.id));
   const row = await a.peer(b.id);

@@ -23,7 +23,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setFlagsFromString } from 'node:v8';
@@ -33,6 +33,7 @@ import { fileURLToPath } from 'node:url';
 import { RegistryClient, type NodeAuth, type Signer } from '../registry/client.js';
 import { challenges } from '../registry/protocol/challenges.js';
 import { REGISTRY_NODE_FLAGS } from '../registry/node-flags.js';
+import { procCpuSeconds, threadCpuSeconds } from './lib/proc.js';
 import { median } from './lib/results.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -190,37 +191,6 @@ function paced(clients: RegistryClient[], rate: number, op: (c: RegistryClient, 
       return { done, errors, seconds };
     },
   };
-}
-
-/** CPU seconds (user+system, all threads) of a process, from /proc (Linux); NaN elsewhere. */
-function procCpuSeconds(pid: number | undefined): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-  } catch {
-    return NaN;
-  }
-}
-
-/** CPU seconds per thread (name:tid) of a process, from /proc (Linux); empty elsewhere. */
-function threadCpuSeconds(pid: number | undefined): Map<string, number> {
-  const out = new Map<string, number>();
-  try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      try {
-        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-        const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        out.set(`${name}:${tid}`, (Number(fields[11]) + Number(fields[12])) / 100);
-      } catch {
-        // thread exited meanwhile
-      }
-    }
-  } catch {
-    // not Linux
-  }
-  return out;
 }
 
 /** "thread µs/op" for the threads that used ≥ 3 % of the total during a phase (where the CPU goes). */

@@ -2,11 +2,15 @@
 // baselines, two processes on 127.0.0.1, median of N runs, all in one run so ratios are meaningful.
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { BenchChild } from './lib/child.js';
+import { procCpuSeconds } from './lib/proc.js';
 import { fmt, median, printTable, writeResults, type BenchResult } from './lib/results.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const MiB = 1 << 20;
+/** Stream payload per 1200-byte datagram: PILS framing (36 bytes) and the packet header (34) come off. */
+const SEGMENT_1200 = 1200 - 70;
 
 export interface TransportBenchOptions {
   bytes: number;
@@ -25,13 +29,15 @@ export interface StreamRun {
   sentSha256?: string;
   recvSha256?: string;
   bytes: number;
+  /** CPU seconds the sender and receiver processes used during the transfer (only with `cpu`). */
+  cpuSeconds?: { send: number; recv: number };
 }
 
 /**
  * Time one bulk transfer between a sender and a receiver peer process of the same kind, optionally
  * through the impairment proxy (a third process) and with SHA-256 over the bytes on both ends.
  */
-export async function runStream(peer: string, bytes: number, o: { args?: string[]; impair?: Impairment; hash?: boolean } = {}): Promise<StreamRun> {
+export async function runStream(peer: string, bytes: number, o: { args?: string[]; impair?: Impairment; hash?: boolean; cpu?: boolean } = {}): Promise<StreamRun> {
   const args = o.args ?? [];
   const recv = new BenchChild(join(here, 'peers', `${peer}.js`), ['recv', ...args]);
   const send = new BenchChild(join(here, 'peers', `${peer}.js`), ['send', ...args]);
@@ -53,16 +59,19 @@ export async function runStream(peer: string, bytes: number, o: { args?: string[
     await recv.request({ type: 'expect', bytes, hash: o.hash === true }, 'expecting');
     const done = recv.next('done', 600_000);
     const sent = send.next('sent', 600_000);
+    const cpu0 = [procCpuSeconds(send.pid), procCpuSeconds(recv.pid)] as const;
     const start = process.hrtime.bigint();
     send.send({ type: 'run', bytes, hash: o.hash === true });
     const result = await done;
     const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    const cpuSeconds = { send: procCpuSeconds(send.pid) - cpu0[0], recv: procCpuSeconds(recv.pid) - cpu0[1] };
     const sentMsg = await sent;
     if ((result.bytes as number) < bytes) throw new Error(`${peer}: received ${String(result.bytes)} of ${bytes} bytes`);
     return {
       mbps: bytes / MiB / seconds,
       bytes: result.bytes as number,
       ...(o.hash ? { sentSha256: sentMsg.sha256 as string, recvSha256: result.sha256 as string } : {}),
+      ...(o.cpu ? { cpuSeconds } : {}),
     };
   } finally {
     await Promise.all([recv.close(), send.close(), proxy?.close()]);
@@ -73,22 +82,47 @@ export async function measureStream(peer: string, bytes: number, args: string[] 
   return (await runStream(peer, bytes, { args, ...(impair ? { impair } : {}) })).mbps;
 }
 
-/** One-way AEAD seal + send loop, no reliability: the ceiling for 1200-byte datagrams. */
-export async function measureRawCeiling(bytes: number, udpSize = 1200): Promise<number> {
+export interface RawRun {
+  /** Goodput of the sending loop. */
+  mbps: number;
+  /** CPU per datagram of the sender (seal + send), and of the receiver (receive, and with `open` decrypt). */
+  sendUsPerPacket: number;
+  recvUsPerPacket: number;
+  sent: number;
+  /** Datagrams that reached the receiver (the rest were dropped by the kernel: the receiver fell behind). */
+  received: number;
+}
+
+/**
+ * One-way AEAD seal + send loop, no reliability: the ceiling for 1200-byte datagrams. With `open` the
+ * receiver also decrypts every datagram, pricing the receive side of an encrypted transport.
+ */
+export async function measureRaw(bytes: number, o: { udpSize?: number; open?: boolean } = {}): Promise<RawRun> {
   const recv = new BenchChild(join(here, 'peers', 'raw-udp.js'), ['recv']);
   const send = new BenchChild(join(here, 'peers', 'raw-udp.js'), ['send']);
+  const key = randomBytes(32).toString('base64');
   try {
-    const r = await recv.request({ type: 'setup' }, 'ready');
+    const r = await recv.request({ type: 'setup', ...(o.open ? { openKey: key } : {}) }, 'ready');
     await send.request({ type: 'setup' }, 'ready');
-    const res = await send.request({ type: 'run', port: r.port, bytes, udpSize }, 'sent', 600_000);
-    return (res.appBytes as number) / MiB / ((res.elapsedMs as number) / 1000);
+    const res = await send.request({ type: 'run', port: r.port, bytes, udpSize: o.udpSize ?? 1200, key }, 'sent', 600_000);
+    await new Promise((resolve) => setTimeout(resolve, 200)); // let the receiver drain its socket buffer
+    const counted = await recv.request({ type: 'count' }, 'counted');
+    const received = counted.packets as number;
+    if (o.open && counted.opened !== received) throw new Error(`raw receiver opened ${String(counted.opened)} of ${received} datagrams`);
+    return {
+      mbps: (res.appBytes as number) / MiB / ((res.elapsedMs as number) / 1000),
+      sendUsPerPacket: (res.cpuUs as number) / (res.packets as number),
+      recvUsPerPacket: (counted.cpuUs as number) / Math.max(1, received),
+      sent: res.packets as number,
+      received,
+    };
   } finally {
     await Promise.all([recv.close(), send.close()]);
   }
 }
 
-async function runs(n: number, f: () => Promise<number>): Promise<number[]> {
-  const out: number[] = [];
+async function runs<T>(n: number, f: () => Promise<T>): Promise<T[]> {
+  const out: T[] = [];
   for (let i = 0; i < n; i++) out.push(await f());
   return out;
 }
@@ -101,9 +135,27 @@ export async function transportBench(o: TransportBenchOptions): Promise<BenchRes
   };
   if (want('baseline.tcp')) add('baseline.tcp', await runs(o.runs, () => measureStream('tcp', o.bytes)));
   if (want('baseline.udx_secretstream')) add('baseline.udx_secretstream', await runs(o.runs, () => measureStream('udx', o.bytes)));
-  if (want('transport.raw_ceiling_1200')) add('transport.raw_ceiling_1200', await runs(o.runs, () => measureRawCeiling(o.bytes)));
+  const perPacket = (id: string, values: number[], note: string): void => {
+    results.push({ id, value: median(values), unit: 'µs', runs: values, note });
+  };
+  if (want('transport.raw_ceiling_1200')) {
+    const r = await runs(o.runs, () => measureRaw(o.bytes));
+    add('transport.raw_ceiling_1200', r.map((x) => x.mbps));
+    perPacket('transport.cpu_per_packet.raw_send_1200', r.map((x) => x.sendUsPerPacket), 'raw ceiling sender: AES-GCM seal + send');
+  }
+  if (want('transport.raw_open_1200')) {
+    const r = await runs(o.runs, () => measureRaw(o.bytes, { open: true }));
+    const share = median(r.map((x) => x.received / x.sent));
+    perPacket('transport.cpu_per_packet.raw_recv_open_1200', r.map((x) => x.recvUsPerPacket), `a receiver that only receives and AES-GCM-opens each datagram (it got ${fmt(share * 100)} % of them)`);
+  }
   if (want('transport.stream')) add('transport.stream', await runs(o.runs, () => measureStream('pilot', o.bytes)), 'PMTU probing');
-  if (want('transport.stream_1200')) add('transport.stream_1200', await runs(o.runs, () => measureStream('pilot', o.bytes, ['--udp-payload', '1200'])));
+  if (want('transport.stream_1200')) {
+    const r = await runs(o.runs, () => runStream('pilot', o.bytes, { args: ['--udp-payload', '1200'], cpu: true }));
+    const segments = Math.ceil(o.bytes / SEGMENT_1200);
+    add('transport.stream_1200', r.map((x) => x.mbps));
+    perPacket('transport.cpu_per_packet.stream_1200_send', r.map((x) => (x.cpuSeconds!.send * 1e6) / segments), 'our sender process per data segment');
+    perPacket('transport.cpu_per_packet.stream_1200_recv', r.map((x) => (x.cpuSeconds!.recv * 1e6) / segments), 'our receiver process per data segment');
+  }
   // Impaired runs move less data: at 20 ms RTT a 256 MiB transfer would mostly measure the ramp-up tail.
   const lossBytes = Math.min(o.bytes, 64 * MiB);
   if (want('transport.loss0_rtt20')) add('transport.loss0_rtt20', await runs(o.runs, () => measureStream('pilot', lossBytes, [], { loss: 0, delayMs: 10 })));
@@ -121,6 +173,9 @@ export function ratioRows(results: BenchResult[]): Array<[string, string, string
   };
   ratio('stream / udx+secretstream', 'transport.stream', 'baseline.udx_secretstream', '>= 1.5');
   ratio('stream_1200 / raw_ceiling_1200', 'transport.stream_1200', 'transport.raw_ceiling_1200', '>= 0.7');
+  // At 0.7x of the raw ceiling each end of the stream has this much time per packet, CPU included.
+  const raw = v('transport.raw_ceiling_1200');
+  if (raw !== undefined) rows.push(['time per packet at 0.7x raw_ceiling_1200', fmt((SEGMENT_1200 / (0.7 * raw * MiB)) * 1e6), 'µs']);
   ratio('loss1_rtt20 / loss0_rtt20', 'transport.loss1_rtt20', 'transport.loss0_rtt20', '>= 0.5');
   ratio('stream / tcp', 'transport.stream', 'baseline.tcp', 'info');
   return rows;

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 export interface BenchResult {
   id: string;
   value: number;
-  unit: 'MB/s' | 'ops/s' | 'ms' | 'MiB' | '%' | 'x' | 'B';
+  unit: 'MB/s' | 'ops/s' | 'ms' | 'µs' | 'MiB' | '%' | 'x' | 'B';
   runs?: number[];
   note?: string;
 }

@@ -1,38 +1,63 @@
 // The raw ceiling: AES-256-GCM-seal PILS-shaped frames and send them over UDP as fast as node:dgram
 // allows, with no reliability, no ACKs and no congestion control. Goodput is counted in the bytes a
 // stream segment of the same UDP size would carry (UDP payload − 70 bytes of PILS + header overhead).
-import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+// With `open` the receiver also authenticates and decrypts every datagram (and nothing else), which
+// prices the receive side of an encrypted transport the same way: CPU per datagram.
+import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import { createSocket } from 'node:dgram';
 import { serveParent } from '../lib/child.js';
 
 const socket = createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
 let received = 0;
+let packets = 0;
+let opened = 0;
+let openKey: KeyObject | null = null;
+let cpuAtFirst: NodeJS.CpuUsage | null = null;
 socket.on('message', (msg) => {
+  cpuAtFirst ??= process.cpuUsage();
   received += msg.length;
+  packets++;
+  if (openKey && open(openKey, msg)) opened++;
 });
+
+// As transport/tunnel/crypto.ts opens a PILS frame: 8-byte prefix, 12-byte nonce, ciphertext, 16-byte tag.
+function open(key: KeyObject, frame: Buffer): boolean {
+  try {
+    const d = createDecipheriv('aes-256-gcm', key, frame.subarray(8, 20), { authTagLength: 16 });
+    d.setAuthTag(frame.subarray(frame.length - 16));
+    d.update(frame.subarray(20, frame.length - 16));
+    d.final();
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 serveParent(async (m, reply) => {
   switch (m.type) {
     case 'setup':
+      if (m.openKey) openKey = createSecretKey(Buffer.from(m.openKey as string, 'base64'));
       await new Promise<void>((r) => socket.bind(0, '127.0.0.1', r));
       reply({ type: 'ready', port: socket.address().port });
       break;
     case 'run': {
       const udpSize = (m.udpSize as number) ?? 1200;
-      const r = await blast(m.port as number, m.bytes as number, udpSize);
+      const key = m.key ? Buffer.from(m.key as string, 'base64') : randomBytes(32);
+      const r = await blast(m.port as number, m.bytes as number, udpSize, key);
       reply({ type: 'sent', ...r });
       break;
     }
-    case 'count':
-      reply({ type: 'counted', bytes: received });
+    case 'count': {
+      const cpu = cpuAtFirst ? process.cpuUsage(cpuAtFirst) : { user: 0, system: 0 };
+      reply({ type: 'counted', bytes: received, packets, opened, cpuUs: cpu.user + cpu.system });
       break;
+    }
   }
 });
 
-async function blast(port: number, bytes: number, udpSize: number): Promise<{ appBytes: number; elapsedMs: number }> {
+async function blast(port: number, bytes: number, udpSize: number, key: Buffer): Promise<{ appBytes: number; packets: number; elapsedMs: number; cpuUs: number }> {
   const overhead = 4 + 4 + 12 + 16 + 34;
   const payloadLen = udpSize - overhead;
-  const key = createHash('sha256').update(randomBytes(32)).digest();
   const prefix = Buffer.from('PILS\0\0\0\x01', 'binary');
   const plain = randomBytes(34 + payloadLen);
   const nonce = Buffer.alloc(12);
@@ -45,6 +70,7 @@ async function blast(port: number, bytes: number, udpSize: number): Promise<{ ap
     inFlight--;
     if (wake && inFlight < 64) (wake(), (wake = null));
   };
+  const cpu0 = process.cpuUsage();
   const start = process.hrtime.bigint();
   for (let i = 0; i < packets; i++) {
     counter++;
@@ -61,5 +87,6 @@ async function blast(port: number, bytes: number, udpSize: number): Promise<{ ap
   }
   while (inFlight > 0) await new Promise<void>((r) => (wake = r));
   const elapsedMs = Number(process.hrtime.bigint() - start) / 1e6;
-  return { appBytes: packets * payloadLen, elapsedMs };
+  const cpu = process.cpuUsage(cpu0);
+  return { appBytes: packets * payloadLen, packets, elapsedMs, cpuUs: cpu.user + cpu.system };
 }
