@@ -5,14 +5,15 @@
 //
 //   npx tsc -p . && node dist/bench/daemon.js [--sizes 16,256,1024] [--idle-seconds 10]
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Pilot, bench, serveDiscard } from '../ctl/index.js';
 import { DAEMON_NODE_FLAGS } from '../daemon/node-flags.js';
 import { REGISTRY_NODE_FLAGS } from '../registry/node-flags.js';
+import { procCpuSeconds, procRssKiB } from './lib/proc.js';
 import { fmt, printTable, writeResults, type BenchResult } from './lib/results.js';
 import { runStream } from './transport.js';
 
@@ -39,13 +40,6 @@ async function startProcess(script: string, args: string[], match: (line: string
     proc.once('exit', (c) => (clearTimeout(timer), reject(new Error(`${script} exited (${c})`))));
   });
   return { proc, value };
-}
-
-/** CPU ticks (1/100 s) and RSS (KiB) of a process, from /proc. */
-function procStat(pid: number): { ticks: number; rssKiB: number } {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  const rss = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return { ticks: Number(f[11]) + Number(f[12]), rssKiB: Number(rss?.[1] ?? 0) };
 }
 
 const sizes = arg('sizes', '16,256,1024').split(',').map(Number);
@@ -76,19 +70,30 @@ try {
   const discard = await serveDiscard(b.pilot);
 
   // The same work as the SDK bench (256 MiB one way, SHA-256 on both ends) without daemons and IPC.
-  const only = await runStream('pilot', 256 * MiB, { hash: true });
+  const only = await runStream('pilot', 256 * MiB, { hash: true, cpu: true });
   if (only.sentSha256 !== only.recvSha256) throw new Error('transport-only: hash mismatch');
-  const transportOnly = only.mbps;
-  results.push({ id: 'daemon.transport_only_256', value: transportOnly, unit: 'MB/s', note: 'TransportNode to TransportNode, SHA-256 verified, no daemon/IPC, same run' });
+  results.push({ id: 'daemon.transport_only_256', value: only.mbps, unit: 'MB/s', note: 'TransportNode to TransportNode, SHA-256 verified, no daemon/IPC, same run' });
+  const onlyCpu = only.cpuSeconds!;
+  results.push({ id: 'daemon.cpu_ms.transport_only_256', value: (onlyCpu.send + onlyCpu.recv) * 1000, unit: 'ms', note: `CPU of both processes (sender ${onlyCpu.send.toFixed(2)} s, receiver ${onlyCpu.recv.toFixed(2)} s)` });
+  // What one IPC hop costs at the least: 256 MiB over a bare Unix socket between two Node processes.
+  const hopCpu = (await runStream('tcp', 256 * MiB, { args: ['--unix'], cpu: true })).cpuSeconds!;
+  results.push({ id: 'daemon.cpu_ms.bare_unix_hop_256', value: (hopCpu.send + hopCpu.recv) * 1000, unit: 'ms', note: `writer ${hopCpu.send.toFixed(2)} s, reader ${hopCpu.recv.toFixed(2)} s` });
 
   for (const size of sizes) {
     for (const oneWay of [true, false]) {
       let peakKiB = 0;
-      const sampler = size >= 1024 ? setInterval(() => (peakKiB = Math.max(peakKiB, procStat(a.proc.pid!).rssKiB, procStat(b.proc.pid!).rssKiB)), 100) : null;
+      const sampler = size >= 1024 ? setInterval(() => (peakKiB = Math.max(peakKiB, procRssKiB(a.proc.pid), procRssKiB(b.proc.pid))), 100) : null;
+      const cpu0 = { app: process.cpuUsage(), a: procCpuSeconds(a.proc.pid), b: procCpuSeconds(b.proc.pid) };
       try {
         const r = await bench(a.pilot, b.node, size * MiB, { oneWay, timeoutMs: 600_000 });
         if (!r.verified) throw new Error('hash mismatch');
         results.push({ id: `daemon.bench_${oneWay ? 'oneway' : 'echo'}_${size}`, value: r.mb_per_s, unit: 'MB/s', note: 'SHA-256 verified' });
+        if (oneWay && size === 256) {
+          const app = process.cpuUsage(cpu0.app);
+          const cpu = { app: (app.user + app.system) / 1e6, a: procCpuSeconds(a.proc.pid) - cpu0.a, b: procCpuSeconds(b.proc.pid) - cpu0.b };
+          const note = `CPU of the bench app (both SDK ends) ${cpu.app.toFixed(2)} s, sending daemon ${cpu.a.toFixed(2)} s, receiving daemon ${cpu.b.toFixed(2)} s`;
+          results.push({ id: 'daemon.cpu_ms.oneway_256', value: (cpu.app + cpu.a + cpu.b) * 1000, unit: 'ms', note });
+        }
       } catch (err) {
         failures++;
         console.error(`bench ${oneWay ? 'one-way' : 'echo'} ${size} MiB failed: ${(err as Error).message}`);
@@ -102,9 +107,9 @@ try {
 
   // Idle: trusted peers, open IPC clients, no traffic.
   await new Promise((r) => setTimeout(r, 2000));
-  const before = daemons.map((d) => procStat(d.proc.pid!).ticks);
+  const before = daemons.map((d) => procCpuSeconds(d.proc.pid));
   await new Promise((r) => setTimeout(r, idleSeconds * 1000));
-  const idlePct = Math.max(...daemons.map((d, i) => procStat(d.proc.pid!).ticks - before[i]!)) / idleSeconds;
+  const idlePct = (Math.max(...daemons.map((d, i) => procCpuSeconds(d.proc.pid) - before[i]!)) * 100) / idleSeconds;
   results.push({ id: 'daemon.idle_cpu_pct', value: idlePct, unit: '%', note: `busier daemon over ${idleSeconds} s idle` });
   for (const d of daemons) await d.pilot.close();
 } finally {
@@ -118,6 +123,12 @@ const rows: Array<[string, string, string]> = results.map((r) => [r.id, fmt(r.va
 const oneway = v('daemon.bench_oneway_256');
 const tonly = v('daemon.transport_only_256');
 if (oneway !== undefined && tonly !== undefined) rows.push(['oneway_256 / transport_only_256', fmt(oneway / tonly, 2), 'x (goal >= 0.8)']);
+// The one-way run's three processes share the machine's cores: even fully parallel it cannot beat this.
+const onewayCpuMs = v('daemon.cpu_ms.oneway_256');
+if (onewayCpuMs !== undefined && tonly !== undefined) {
+  const limit = 256 / (onewayCpuMs / 1000 / cpus().length);
+  rows.push([`oneway_256 limit at its CPU cost on ${cpus().length} cores`, `${fmt(limit)} (${fmt(limit / tonly, 2)}x)`, 'MB/s']);
+}
 rows.push(['failed transfers', String(failures), '(goal 0)']);
 printTable('daemon (through IPC, encrypted, SHA-256 verified)', rows);
 console.log(`\nwrote ${await writeResults(results)}`);
