@@ -3,14 +3,15 @@
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { DEFAULT_TUNNEL_OVERHEAD, HEADER_LEN } from '../transport/index.js';
 import { BenchChild } from './lib/child.js';
 import { procCpuSeconds } from './lib/proc.js';
 import { fmt, median, printTable, writeResults, type BenchResult } from './lib/results.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const MiB = 1 << 20;
-/** Stream payload per 1200-byte datagram: PILS framing (36 bytes) and the packet header (34) come off. */
-const SEGMENT_1200 = 1200 - 70;
+/** Stream payload per 1200-byte datagram, as the host computes its MSS: sealed-frame overhead and packet header off. */
+const SEGMENT_1200 = 1200 - DEFAULT_TUNNEL_OVERHEAD - HEADER_LEN;
 
 export interface TransportBenchOptions {
   bytes: number;

@@ -5,7 +5,7 @@
 // prices the receive side of an encrypted transport the same way: CPU per datagram.
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { AeadKey } from '../../transport/tunnel/index.js';
+import { AeadKey, DEFAULT_TUNNEL_OVERHEAD, HEADER_LEN } from '../../transport/index.js';
 import { serveParent } from '../lib/child.js';
 
 const socket = createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
@@ -45,10 +45,9 @@ serveParent(async (m, reply) => {
 });
 
 async function blast(port: number, bytes: number, udpSize: number, key: Buffer): Promise<{ appBytes: number; packets: number; elapsedMs: number; cpuUs: number }> {
-  const overhead = 4 + 4 + 12 + 16 + 34;
-  const payloadLen = udpSize - overhead;
+  const payloadLen = udpSize - DEFAULT_TUNNEL_OVERHEAD - HEADER_LEN;
   const prefix = Buffer.from('PILS\0\0\0\x01', 'binary');
-  const plain = randomBytes(34 + payloadLen);
+  const plain = randomBytes(HEADER_LEN + payloadLen);
   const nonce = Buffer.alloc(12);
   randomBytes(4).copy(nonce, 0);
   const packets = Math.ceil(bytes / payloadLen);
